@@ -1,0 +1,1 @@
+"""Persistence: tables, engine, queries, the write-behind writer and migrations."""

@@ -1,0 +1,235 @@
+"""Typed, frozen worker configuration.
+
+`load_config(path, env)` reads config.yaml, merges the selected profile over the base settings,
+applies environment overrides and validates everything once. Live settings from the database's
+`configuration` table are applied later with `db.live_settings.apply_live_settings`.
+Override order: config.yaml < profile < environment < configuration table.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+CollegeType = Literal["medical", "law", "aviation", "automobile", "engineering", "management"]
+COLLEGE_TYPES: tuple[str, ...] = (
+    "medical",
+    "law",
+    "aviation",
+    "automobile",
+    "engineering",
+    "management",
+)
+ENV_PREFIX = "VIVA__"
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the key and the reason."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ServerConfig(_Frozen):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    api_key: str = Field("dev-api-key-change-me", min_length=8)
+    public_url: str | None = None
+    max_sessions: int = Field(8, ge=1)
+    student_token_ttl_seconds: int = Field(3600, ge=60)
+    node_id: int | None = Field(None, ge=0, le=1023)
+
+
+class DatabaseConfig(_Frozen):
+    url: str = "sqlite+aiosqlite:///./data/viva.db"
+    pool_size: int = Field(10, ge=1)
+    max_overflow: int = Field(10, ge=0)
+    sqlite_busy_timeout_ms: int = Field(5000, ge=0)
+    connect_attempts: int = Field(5, ge=1)
+    connect_retry_seconds: float = Field(1.0, gt=0)
+    on_unreachable: Literal["exit", "continue"] = "exit"
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        try:
+            url = make_url(value)
+        except ArgumentError as exc:
+            raise ValueError(f"not a database URL: {exc}") from None
+        if url.drivername not in ("sqlite+aiosqlite", "postgresql+asyncpg"):
+            raise ValueError(
+                f"driver {url.drivername!r} is not supported; use sqlite+aiosqlite:///PATH "
+                "or postgresql+asyncpg://USER@HOST:PORT/DB"
+            )
+        return value
+
+
+class WriterConfig(_Frozen):
+    batch_max_ops: int = Field(256, ge=1, le=10_000)
+    batch_interval_ms: int = Field(50, ge=1)
+    journal_dir: str = "./data/journal"
+    journal_fsync_interval_ms: int = Field(10, ge=1)
+    journal_segment_bytes: int = Field(8 * 1024 * 1024, ge=4096)
+    journal_max_bytes: int = Field(256 * 1024 * 1024, ge=4096)
+    retry_initial_seconds: float = Field(0.1, gt=0)
+    retry_max_seconds: float = Field(5.0, gt=0)
+
+
+class ExamConfig(_Frozen):
+    total_questions: int = Field(12, ge=1, le=100)
+    max_score: int = Field(10, ge=1)
+    max_followups: int = Field(1, ge=0)
+    evaluator: Literal["keyword_match", "llm_based", "hybrid"] = "hybrid"
+    max_question_duration_seconds: float = Field(120, gt=0)
+    min_answer_duration_seconds: float = Field(3, ge=0)
+    keyword_matching_threshold: float = Field(0.6, ge=0, le=1)
+    show_scores: bool = False
+    reconnect_grace_seconds: float = Field(30, ge=0)
+
+
+class TurnConfig(_Frozen):
+    voice_threshold: float = Field(45, ge=0)
+    vad_threshold: float = Field(0.5, gt=0, lt=1)
+    min_speech_ms: int = Field(250, ge=0)
+    end_silence_ms: int = Field(500, ge=32)
+    min_interrupt_ms: int = Field(300, ge=0)
+    echo_guard_ms: int = Field(200, ge=0)
+    nudge_after_seconds: float = Field(15, gt=0)
+    latency_target_ms: int = Field(400, ge=1)
+
+
+class VADConfig(_Frozen):
+    backend: Literal["silero", "fake"] = "silero"
+
+
+class ASRConfig(_Frozen):
+    backend: Literal["faster_whisper", "fake"] = "faster_whisper"
+    model: str = "tiny.en"
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    compute_type: str = "int8"
+    language: str = "en"
+    beam_size: int = Field(1, ge=1)
+
+
+class LLMConfig(_Frozen):
+    backend: Literal["vllm", "fake"] = "vllm"
+    model: str = "SmolLM2-135M-Instruct"
+    dtype: str = "bfloat16"
+    max_model_len: int = Field(2048, ge=128)
+    gpu_memory_utilization: float = Field(0.6, gt=0, le=1)
+    temperature: float = Field(0.7, ge=0, le=2)
+    max_tokens: int = Field(96, ge=1)
+    enforce_eager: bool = True
+
+
+class TTSConfig(_Frozen):
+    backend: Literal["piper", "kokoro", "fake"] = "piper"
+    voice: str = "joe"
+    max_buffer_samples: int = Field(16000, ge=256)
+
+
+class ModelsConfig(_Frozen):
+    models_dir: str = "./.cache/models"
+    vad: VADConfig = VADConfig()
+    asr: ASRConfig = ASRConfig()
+    llm: LLMConfig = LLMConfig()
+    tts: TTSConfig = TTSConfig()
+
+
+class Config(_Frozen):
+    profile: Literal["cpu", "gpu"] = "cpu"
+    server: ServerConfig = ServerConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    writer: WriterConfig = WriterConfig()
+    exam: ExamConfig = ExamConfig()
+    turn: TurnConfig = TurnConfig()
+    models: ModelsConfig = ModelsConfig()
+
+
+def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _set_path(tree: dict[str, Any], path: list[str], value: Any) -> None:
+    node = tree
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{'.'.join(path)}: cannot set below a non-section value")
+    node[path[-1]] = value
+
+
+def env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    """The settings the environment names, as a nested dict (values are YAML-parsed)."""
+    tree: dict[str, Any] = {}
+    named = {
+        "DATABASE_URL": ["database", "url"],
+        "VIVA_API_KEY": ["server", "api_key"],
+        "VIVA_PUBLIC_URL": ["server", "public_url"],
+        "PORT": ["server", "port"],
+    }
+    for var, path in named.items():
+        if env.get(var):
+            _set_path(tree, path, yaml.safe_load(env[var]) if var == "PORT" else env[var])
+    for var, raw in env.items():
+        if var.startswith(ENV_PREFIX) and len(var) > len(ENV_PREFIX):
+            path = [p.lower() for p in var[len(ENV_PREFIX) :].split("__")]
+            _set_path(tree, path, yaml.safe_load(raw))
+    return tree
+
+
+def config_from_tree(tree: Mapping[str, Any]) -> Config:
+    """Validate a merged settings tree; errors name the dotted key and the reason."""
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as exc:
+        reasons = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration: {reasons}") from None
+
+
+def load_config(path: str | Path | None = "config.yaml", env: Mapping[str, str] | None = None) -> Config:
+    """Load config.yaml (optional), merge the profile and the environment, validate."""
+    env = env or {}
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping")
+        raw = loaded or {}
+    profiles = raw.pop("profiles", {}) or {}
+    profile = env.get("VIVA_PROFILE") or raw.get("profile", "cpu")
+    if profile not in ("cpu", "gpu"):
+        raise ConfigError(f"profile: must be 'cpu' or 'gpu', got {profile!r}")
+    merged = _deep_merge(raw, profiles.get(profile) or {})
+    merged["profile"] = profile
+    merged = _deep_merge(merged, env_overrides(env))
+    return config_from_tree(merged)
+
+
+def replace_settings(config: Config, updates: Mapping[str, Any]) -> Config:
+    """A new Config with dotted-key updates applied and validated (e.g. {"exam.max_score": 5})."""
+    tree = config.model_dump()
+    for dotted, value in updates.items():
+        _set_path(tree, dotted.split("."), value)
+    return config_from_tree(tree)
