@@ -37,6 +37,10 @@ def is_sqlite(url: str) -> bool:
 
 def _sqlite_pragmas(busy_timeout_ms: int) -> Any:
     def on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # The sqlite3 driver's own implicit BEGIN breaks SAVEPOINT (the writer isolates a bad
+        # op in a savepoint); turn it off and emit BEGIN ourselves (SQLAlchemy's documented
+        # recipe for pysqlite/aiosqlite).
+        dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA foreign_keys=ON")
@@ -55,6 +59,7 @@ def create_engine(cfg: DatabaseConfig, **overrides: Any) -> AsyncEngine:
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(url, **overrides)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas(cfg.sqlite_busy_timeout_ms))
+        event.listen(engine.sync_engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
         return engine
     kwargs: dict[str, Any] = {
         "pool_size": cfg.pool_size,

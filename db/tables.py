@@ -8,7 +8,7 @@ so rows can be batched and replayed idempotently by the write-behind writer.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, ClassVar, cast
 
 from sqlalchemy import (
     JSON,
@@ -22,6 +22,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     UniqueConstraint,
     func,
@@ -59,16 +60,21 @@ def _enum(name: str, values: tuple[str, ...]) -> Enum:
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
-    type_annotation_map = {dict[str, Any]: JSON, list[str]: JSON}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, list[str]: JSON}
 
 
 class _Stamped:
-    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False, default=new_id)
+    id: Mapped[int] = mapped_column(
+        BigInteger, primary_key=True, autoincrement=False, default=new_id
+    )
     created_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, server_default=func.now(), nullable=False
     )
     updated_at: Mapped[dt.datetime] = mapped_column(
-        DateTime(timezone=True), default=utcnow, onupdate=utcnow, server_default=func.now(),
+        DateTime(timezone=True),
+        default=utcnow,
+        onupdate=utcnow,
+        server_default=func.now(),
         nullable=False,
     )
 
@@ -80,7 +86,9 @@ class User(_Stamped, Base):
     password_hash: Mapped[str | None] = mapped_column(String(255))
     full_name: Mapped[str | None] = mapped_column(String(255))
     role: Mapped[str] = mapped_column(_enum("user_role", ROLES), index=True, default="student")
-    college_type: Mapped[str | None] = mapped_column(_enum("user_college", COLLEGE_TYPES), index=True)
+    college_type: Mapped[str | None] = mapped_column(
+        _enum("user_college", COLLEGE_TYPES), index=True
+    )
     status: Mapped[str] = mapped_column(_enum("user_status", USER_STATUSES), default="active")
     last_login: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
@@ -112,9 +120,7 @@ class Session(_Stamped, Base):
     answers: Mapped[list[Answer]] = relationship(
         back_populates="session", order_by="Answer.id", passive_deletes=True
     )
-    evaluations: Mapped[list[Evaluation]] = relationship(
-        order_by="Evaluation.id", viewonly=True
-    )
+    evaluations: Mapped[list[Evaluation]] = relationship(order_by="Evaluation.id", viewonly=True)
     result: Mapped[Result | None] = relationship(viewonly=True)
 
 
@@ -232,13 +238,12 @@ class Configuration(_Stamped, Base):
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
 
 
+def table(model: type[Base]) -> Table:
+    """The Core table of a model, typed as a Table (mypy sees `__table__` as a FromClause)."""
+    return cast(Table, model.__table__)
+
+
 ALL_TABLES = [
-    User.__table__,
-    Session.__table__,
-    QuestionBank.__table__,
-    Answer.__table__,
-    Evaluation.__table__,
-    Result.__table__,
-    AuditLog.__table__,
-    Configuration.__table__,
+    table(m)
+    for m in (User, Session, QuestionBank, Answer, Evaluation, Result, AuditLog, Configuration)
 ]

@@ -203,7 +203,9 @@ def config_from_tree(tree: Mapping[str, Any]) -> Config:
         raise ConfigError(f"invalid configuration: {reasons}") from None
 
 
-def load_config(path: str | Path | None = "config.yaml", env: Mapping[str, str] | None = None) -> Config:
+def load_config(
+    path: str | Path | None = "config.yaml", env: Mapping[str, str] | None = None
+) -> Config:
     """Load config.yaml (optional), merge the profile and the environment, validate."""
     env = env or {}
     raw: dict[str, Any] = {}

@@ -1,0 +1,1 @@
+"""Database queries over AsyncSession and Core connections."""

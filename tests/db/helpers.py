@@ -1,0 +1,88 @@
+"""Test helpers: a user with a session and the questions of its scenario."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+
+from db import ops
+from db.queries.questions import questions_for
+from db.queries.sessions import create_session
+from db.queries.users import upsert_user
+from db.tables import Answer, AuditLog, Evaluation
+
+
+@dataclass
+class Viva:
+    user_id: int
+    session_id: int
+    code: str
+    question_ids: list[int]
+
+
+async def make_viva(maker: Any, college: str = "medical") -> Viva:
+    async with maker() as db, db.begin():
+        user = await upsert_user(db, f"student_{secrets.token_hex(3)}")
+        qs = await questions_for(db, college, (await _first_scenario(db, college)))
+        sess = await create_session(db, user.id, college, qs[0].scenario_id)
+        return Viva(user.id, sess.id, sess.session_code, [q.id for q in qs])
+
+
+async def _first_scenario(db: Any, college: str) -> str:
+    from db.tables import QuestionBank
+
+    return (
+        await db.execute(
+            select(QuestionBank.scenario_id)
+            .where(QuestionBank.college_type == college)
+            .order_by(QuestionBank.scenario_id)
+            .limit(1)
+        )
+    ).scalar_one()
+
+
+def answer_and_evaluation(viva: Viva, n: int, score: float = 7.0) -> tuple[ops.Upsert, ops.Upsert]:
+    q = viva.question_ids[n % len(viva.question_ids)]
+    answer = ops.upsert(
+        "answers",
+        session_id=viva.session_id,
+        question_bank_id=q,
+        question_number=n % len(viva.question_ids) + 1,
+        transcribed_text=f"answer {n}",
+        confidence_score=0.9,
+    )
+    evaluation = ops.upsert(
+        "evaluations",
+        answer_id=answer.row["id"],
+        session_id=viva.session_id,
+        evaluator_type="keyword_match",
+        score_obtained=score,
+        max_score=10.0,
+        percentage_correct=score * 10,
+        feedback_type="partial",
+        latency_ms=250.0 + n,
+    )
+    return answer, evaluation
+
+
+async def count_ids(maker: Any, model: Any, ids: list[int]) -> tuple[int, int]:
+    """(rows found among `ids`, rows in the table whose id is in `ids` more than once)."""
+    found = 0
+    dup = 0
+    async with maker() as db:
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            rows = (
+                await db.execute(
+                    select(model.id, func.count()).where(model.id.in_(chunk)).group_by(model.id)
+                )
+            ).all()
+            found += len(rows)
+            dup += sum(1 for _, c in rows if c > 1)
+    return found, dup
+
+
+TABLE_MODELS = {"answers": Answer, "evaluations": Evaluation, "audit_logs": AuditLog}

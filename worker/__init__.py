@@ -1,0 +1,1 @@
+"""The realtime core: config, grading, server, protocol, sessions, turn-taking, exam flow."""
