@@ -188,7 +188,9 @@ class Journal:
         os.replace(tmp, self.dir / "committed")
         # An active segment fully committed is rotated away once it holds a little data,
         # so a restart replays at most that little.
-        if self._active_size >= 64 * 1024 and self._active_last_seq <= seq:
+        if self._active_size >= min(64 * 1024, self.segment_bytes // 4) and (
+            self._active_last_seq <= seq
+        ):
             self._rotate()
         while self._closed and self._closed[0][1] <= seq:
             path, _ = self._closed.pop(0)

@@ -115,7 +115,9 @@ async def test_cascades(db_session) -> None:  # type: ignore[no-untyped-def]
         await db.execute(delete(Session).where(Session.id == viva.session_id))
     async with db_session() as db:
         for model in (Answer, Evaluation, Result):
-            rows = (await db.execute(select(model).where(model.session_id == viva.session_id))).all()
+            rows = (
+                await db.execute(select(model).where(model.session_id == viva.session_id))
+            ).all()
             assert rows == [], model.__tablename__
         log = (await db.execute(select(AuditLog).where(AuditLog.action == "test"))).scalar_one()
         assert log.session_id is None  # SET NULL keeps the audit trail
