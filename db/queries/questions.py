@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import distinct, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.tables import QuestionBank
@@ -29,9 +29,11 @@ async def scenarios(
     db: AsyncSession, college_type: str | None = None
 ) -> list[tuple[str, str, str]]:
     """(college_type, scenario_id, scenario_name) of every scenario, sorted."""
-    stmt = select(
-        distinct(QuestionBank.college_type), QuestionBank.scenario_id, QuestionBank.scenario_name
-    ).order_by(QuestionBank.college_type, QuestionBank.scenario_id)
+    stmt = (
+        select(QuestionBank.college_type, QuestionBank.scenario_id, QuestionBank.scenario_name)
+        .distinct()
+        .order_by(QuestionBank.college_type, QuestionBank.scenario_id)
+    )
     if college_type is not None:
         stmt = stmt.where(QuestionBank.college_type == college_type)
     return [(c, s, n) for c, s, n in (await db.execute(stmt)).all()]
