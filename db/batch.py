@@ -4,7 +4,7 @@ Order inside a batch follows the foreign keys, not arrival: answers, then evalua
 logs, then session updates, then results (computed from what the batch just wrote). Ops on the
 same row are collapsed (last one wins), because PostgreSQL refuses an `ON CONFLICT DO UPDATE`
 that touches one row twice in a statement. Rows go out as multi-row `INSERT .. ON CONFLICT (id)
-DO UPDATE`, chunked under the dialects' bound-parameter limits.
+DO UPDATE`, one compiled statement per table executed for the whole batch.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from db.queries.results import SessionNotFound, compute_and_store_result
 from db.tables import utcnow
 
 TABLE_ORDER = ("answers", "evaluations", "audit_logs")
-MAX_PARAMS = 30_000  # under SQLite's 32766 and PostgreSQL's 32767 bound parameters
 _NOT_UPDATED = frozenset({"id", "created_at"})
 
 
@@ -49,15 +48,15 @@ def _insert_for(conn: AsyncConnection) -> Any:
 async def _upsert_rows(conn: AsyncConnection, table: Table, rows: list[dict[str, Any]]) -> None:
     columns = list(table.columns.keys())
     full = [{c: row.get(c) for c in columns} for row in rows]
-    per_chunk = max(1, MAX_PARAMS // len(columns))
-    insert = _insert_for(conn)
-    for start in range(0, len(full), per_chunk):
-        ins = insert(table).values(full[start : start + per_chunk])
-        stmt = ins.on_conflict_do_update(
-            index_elements=[table.c.id],
-            set_={c: ins.excluded[c] for c in columns if c not in _NOT_UPDATED},
-        )
-        await conn.execute(stmt)
+    ins = _insert_for(conn)(table)
+    stmt = ins.on_conflict_do_update(
+        index_elements=[table.c.id],
+        set_={c: ins.excluded[c] for c in columns if c not in _NOT_UPDATED},
+    )
+    # One statement executed for many parameter sets: compiled once and cached, then sent as
+    # the driver's batched executemany (asyncpg pipelines it; SQLAlchemy's "insertmanyvalues"
+    # turns it into multi-row VALUES where the dialect supports that).
+    await conn.execute(stmt.returning(table.c.id), full)
 
 
 async def apply_ops(conn: AsyncConnection, ops: list[Op]) -> None:

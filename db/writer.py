@@ -173,7 +173,9 @@ class Writer:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await asyncio.get_running_loop().run_in_executor(self._io, self.journal.close)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._io, self._mark_committed, self.committed.value)
+        await loop.run_in_executor(self._io, self.journal.close)
         self._io.shutdown(wait=True)
         return drained
 
@@ -254,6 +256,7 @@ class Writer:
         loop = asyncio.get_running_loop()
         interval = self.cfg.batch_interval_ms / 1000
         limit = self.cfg.batch_max_ops
+        trim: asyncio.Future[None] | None = None
         while True:
             await self._commit_ready.wait()
             self._commit_ready.clear()
@@ -280,16 +283,19 @@ class Writer:
             self.committed.advance(last)
             self._forget_sessions(last)
             metrics.QUEUE_DEPTH.set(self.pending)
-            try:
-                await loop.run_in_executor(self._io, self._mark_committed, last)
-            except OSError as exc:
-                # Only costs a longer (idempotent) replay at next start.
-                log.warning("writer: could not trim the journal: %s", exc)
+            # Trimming shares the journal's thread; never make the next batch wait for it, and
+            # skip a mark while one is in flight (the next mark covers it).
+            if trim is None or trim.done():
+                trim = loop.run_in_executor(self._io, self._mark_committed, last)
             if self._to_commit:
                 self._commit_ready.set()
 
     def _mark_committed(self, seq: int) -> None:
-        self.journal.mark_committed(seq)
+        try:
+            self.journal.mark_committed(seq)
+        except OSError as exc:
+            # Only costs a longer (idempotent) replay at next start.
+            log.warning("writer: could not trim the journal: %s", exc)
         metrics.JOURNAL_BYTES.set(self.journal.bytes_on_disk)
 
     def _forget_sessions(self, committed: int) -> None:
