@@ -135,22 +135,31 @@ async def _warm(hub: Hub) -> dict[str, float]:
 
 
 async def load_hub(cfg: ModelsConfig) -> Hub:
-    """Build and warm all four models; raises WeightsMissing/ModelError on failure."""
+    """Build and warm all four models; raises WeightsMissing/ModelError on failure, after
+    closing whatever it had already built."""
+    built: list[Any] = []
     loads: dict[str, float] = {}
-    t = time.perf_counter()
-    vad = _build_vad(cfg)
-    loads["vad"] = time.perf_counter() - t
-    t = time.perf_counter()
-    asr = _build_asr(cfg)
-    loads["asr"] = time.perf_counter() - t
-    t = time.perf_counter()
-    tts = _build_tts(cfg)
-    loads["tts"] = time.perf_counter() - t
-    t = time.perf_counter()
-    llm = await _build_llm(cfg)
-    loads["llm"] = time.perf_counter() - t
-    hub = Hub(vad, asr, llm, tts)
-    warm = await _warm(hub)
+
+    async def timed(stage: str, build: Any) -> Any:
+        t = time.perf_counter()
+        model = await build() if stage == "llm" else build()
+        loads[stage] = time.perf_counter() - t
+        built.append(model)
+        return model
+
+    try:
+        vad = await timed("vad", lambda: _build_vad(cfg))
+        asr = await timed("asr", lambda: _build_asr(cfg))
+        tts = await timed("tts", lambda: _build_tts(cfg))
+        llm = await timed("llm", lambda: _build_llm(cfg))
+        hub = Hub(vad, asr, llm, tts)
+        warm = await _warm(hub)
+    except BaseException:
+        for model in reversed(built):
+            close = getattr(model, "close", None)
+            if close is not None:
+                close()
+        raise
     for stage, model in (("vad", vad), ("asr", asr), ("llm", llm), ("tts", tts)):
         hub.reports[stage] = LoadReport(model.info, loads[stage], warm[stage])
         log.info(
