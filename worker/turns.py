@@ -1,0 +1,132 @@
+"""Turn-taking as a pure state machine over 32 ms VAD frames (no clock of its own: time is the
+running count of audio received, so tests replay audio exactly).
+
+Events out:
+- `SpeechStarted` once speech has lasted `min_speech_ms` (the start is back-dated to its onset);
+- `Paused` when a pause inside speech reaches `speculative_ms`: the caller starts transcribing
+  now, so the transcript is ready by the time the pause becomes an end of answer;
+- `Resumed` when speech comes back during that pause (the speculative transcript is stale);
+- `SpeechStopped` when the pause reaches `end_silence_ms`: the answer has ended;
+- `BargeIn` when the student talks over the examiner for `min_interrupt_ms`, outside the echo
+  guard that follows the start of examiner audio.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+FRAME_MS = 32
+
+
+@dataclass(frozen=True)
+class SpeechStarted:
+    at_ms: int
+
+
+@dataclass(frozen=True)
+class Paused:
+    at_ms: int
+
+
+@dataclass(frozen=True)
+class Resumed:
+    at_ms: int
+
+
+@dataclass(frozen=True)
+class SpeechStopped:
+    start_ms: int
+    end_ms: int  # where speech ended (the silence after it is not part of the answer)
+
+
+@dataclass(frozen=True)
+class BargeIn:
+    at_ms: int
+
+
+TurnEvent = SpeechStarted | Paused | Resumed | SpeechStopped | BargeIn
+
+
+@dataclass(frozen=True)
+class TurnSettings:
+    threshold: float = 0.5
+    min_speech_ms: int = 250
+    end_silence_ms: int = 500
+    speculative_ms: int = 200
+    min_interrupt_ms: int = 300
+    echo_guard_ms: int = 200
+
+
+class TurnDetector:
+    def __init__(self, settings: TurnSettings):
+        self.s = settings
+        # Hysteresis: once speaking, a frame must fall clearly below the threshold to count as
+        # silence, so soft word endings do not chop an answer.
+        self._off = max(0.05, settings.threshold - 0.15)
+        self.now_ms = 0
+        self._run_start: int | None = None  # onset of the current voiced run
+        self._speech_start: int | None = None  # start of the confirmed answer
+        self._silence_from: int | None = None
+        self._paused = False
+        self._examiner_since: int | None = None
+        self._barged = False
+
+    @property
+    def in_speech(self) -> bool:
+        return self._speech_start is not None
+
+    def examiner_started(self) -> None:
+        self._examiner_since = self.now_ms
+        self._barged = False
+
+    def examiner_stopped(self) -> None:
+        self._examiner_since = None
+
+    def reset(self) -> None:
+        self._run_start = self._speech_start = self._silence_from = None
+        self._paused = False
+
+    def push(self, probability: float) -> list[TurnEvent]:
+        """Feed one frame's speech probability; returns the events it causes."""
+        t = self.now_ms
+        self.now_ms += FRAME_MS
+        voiced = probability >= (self._off if self.in_speech else self.s.threshold)
+        events: list[TurnEvent] = []
+        if voiced:
+            self._on_voiced(t, events)
+        else:
+            self._on_silent(t, events)
+        return events
+
+    def _on_voiced(self, t: int, events: list[TurnEvent]) -> None:
+        if self._run_start is None:
+            self._run_start = t
+        if self._silence_from is not None:
+            if self._paused:
+                events.append(Resumed(t))
+            self._silence_from = None
+            self._paused = False
+        voiced_ms = t + FRAME_MS - self._run_start
+        if self._speech_start is None and voiced_ms >= self.s.min_speech_ms:
+            self._speech_start = self._run_start
+            events.append(SpeechStarted(self._run_start))
+        guard_over = (
+            self._examiner_since is not None and t - self._examiner_since >= self.s.echo_guard_ms
+        )
+        if guard_over and not self._barged and voiced_ms >= self.s.min_interrupt_ms:
+            self._barged = True
+            events.append(BargeIn(t))
+
+    def _on_silent(self, t: int, events: list[TurnEvent]) -> None:
+        if self._speech_start is None:
+            self._run_start = None  # a blip shorter than min_speech_ms
+            return
+        if self._silence_from is None:
+            self._silence_from = t
+        silent_ms = t + FRAME_MS - self._silence_from
+        if not self._paused and silent_ms >= self.s.speculative_ms:
+            self._paused = True
+            events.append(Paused(t))
+        if silent_ms >= self.s.end_silence_ms:
+            events.append(SpeechStopped(self._speech_start, self._silence_from))
+            self.reset()
