@@ -1,4 +1,5 @@
-"""The aiohttp application: health, readiness and metrics (the viva routes arrive with issue 4).
+"""The aiohttp application: sessions API, health, readiness and metrics (the voice WebSocket
+is not wired in yet).
 
 Resources live in `cleanup_ctx` generators with typed AppKeys, so start-up and shutdown run in
 one place and in order (aiohttp's graceful-shutdown pattern).
@@ -12,13 +13,11 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from worker.api import CONFIG, DATABASE, LIVE, add_routes
 from worker.config import Config
-from worker.resources import Database, open_database
+from worker.resources import open_database
 
 log = logging.getLogger(__name__)
-
-CONFIG = web.AppKey("config", Config)
-DATABASE = web.AppKey("database", Database)
 
 
 async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -53,7 +52,9 @@ async def metrics(_request: web.Request) -> web.Response:
 def build_app(config: Config) -> web.Application:
     app = web.Application()
     app[CONFIG] = config
+    app[LIVE] = {}
     app.cleanup_ctx.append(_database_ctx)
+    add_routes(app)
     app.router.add_get("/ping", ping)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)

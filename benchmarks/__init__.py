@@ -1,0 +1,1 @@
+"""Benchmark scripts: standalone, argparse, print a table and write JSON."""
