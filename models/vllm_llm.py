@@ -54,6 +54,10 @@ class VLLMExaminer:
             "max_model_len": max_model_len,
             "enforce_eager": enforce_eager,
             "enable_prefix_caching": True,
+            # Per-request whitespace options are ignored by vLLM 0.32; only the engine-level
+            # setting stops small models padding JSON with newlines (and it needs a named
+            # backend, not "auto").
+            "structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True},
         }
         if device == "cuda":
             self._kwargs["gpu_memory_utilization"] = gpu_memory_utilization
@@ -121,7 +125,7 @@ class VLLMExaminer:
     ) -> dict[str, Any]:
         from vllm.sampling_params import StructuredOutputsParams
 
-        structured = StructuredOutputsParams(json=schema, disable_any_whitespace=True)
+        structured = StructuredOutputsParams(json=schema)
         params = self._params(sampling, structured_outputs=structured)
         request_id = f"json-{next(_ids)}"
         text = ""

@@ -90,7 +90,7 @@ class ExamConfig(_Frozen):
     evaluator: Literal["keyword_match", "llm_based", "hybrid"] = "hybrid"
     max_question_duration_seconds: float = Field(120, gt=0)
     min_answer_duration_seconds: float = Field(3, ge=0)
-    keyword_matching_threshold: float = Field(0.6, ge=0, le=1)
+    keyword_matching_threshold: float = Field(0.6, gt=0, le=1)
     show_scores: bool = False
     reconnect_grace_seconds: float = Field(30, ge=0)
 

@@ -1,5 +1,4 @@
-"""The aiohttp application: sessions API, health, readiness and metrics (the voice WebSocket
-is not wired in yet).
+"""The aiohttp application: sessions API, health, readiness and metrics the voice WebSocket.
 
 Resources live in `cleanup_ctx` generators with typed AppKeys, so start-up and shutdown run in
 one place and in order (aiohttp's graceful-shutdown pattern).
@@ -13,9 +12,11 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from models.hub import load_hub
 from worker.api import CONFIG, DATABASE, LIVE, add_routes
 from worker.config import Config
 from worker.resources import open_database
+from worker.stream import HUB, stream
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +27,17 @@ async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+async def _models_ctx(app: web.Application) -> AsyncIterator[None]:
+    hub = await load_hub(app[CONFIG].models)
+    app[HUB] = hub
+    yield
+    await hub.close()
+
+
 async def ping(request: web.Request) -> web.Response:
     """RunPod's load-balancer convention: 204 while warming, 200 when ready."""
-    ready = DATABASE in request.app and request.app[DATABASE].writer.healthy
+    app = request.app
+    ready = DATABASE in app and app[DATABASE].writer.healthy and HUB in app and app[HUB].ready
     return web.Response(status=200 if ready else 204)
 
 
@@ -40,7 +49,8 @@ async def healthz(request: web.Request) -> web.Response:
         "status": "ok" if healthy else "degraded",
         "profile": request.app[CONFIG].profile,
         "writer": writer,
-        "models": "not loaded: the models layer arrives with issue 3",
+        "models": request.app[HUB].describe() if HUB in request.app else {"ready": False},
+        "sessions": len(request.app[LIVE]),
     }
     return web.json_response(body, status=200 if healthy else 503)
 
@@ -54,7 +64,9 @@ def build_app(config: Config) -> web.Application:
     app[CONFIG] = config
     app[LIVE] = {}
     app.cleanup_ctx.append(_database_ctx)
+    app.cleanup_ctx.append(_models_ctx)
     add_routes(app)
+    app.router.add_get("/v1/sessions/{code}/stream", stream)
     app.router.add_get("/ping", ping)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)

@@ -1,0 +1,266 @@
+"""The exam flow on scripted events and a hand-driven clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from worker.config import ExamConfig
+from worker.exam import (
+    ACKNOWLEDGEMENTS,
+    CLOSING,
+    MOVE_ON,
+    NUDGE,
+    TIME_UP,
+    Decision,
+    Evaluate,
+    ExamFlow,
+    Finish,
+    Ignored,
+    Question,
+    Say,
+)
+
+KEYWORDS = ("offer", "acceptance", "consideration", "intention", "capacity")
+FULL = "An offer, its acceptance, consideration, intention to create legal relations and capacity."
+PARTIAL = "There must be an offer and an acceptance."  # 2 of 5: 6.7, partial
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def bank(n: int) -> list[Question]:
+    return [
+        Question(100 + i, i, f"Question text number {i}?", KEYWORDS, "Name all five elements.")
+        for i in range(1, n + 1)
+    ]
+
+
+def make_flow(n: int = 3, clock: Clock | None = None, **cfg: object) -> ExamFlow:
+    return ExamFlow(
+        bank(n), ExamConfig.model_validate(cfg), clock or Clock(), nudge_after_seconds=15
+    )
+
+
+def says(decisions: list[Decision]) -> list[tuple[str, str]]:
+    return [(d.kind, d.text) for d in decisions if isinstance(d, Say)]
+
+
+def kinds(decisions: list[Decision]) -> list[str]:
+    return [d.kind if isinstance(d, Say) else type(d).__name__ for d in decisions]
+
+
+def started(n: int = 3, clock: Clock | None = None, **cfg: object) -> ExamFlow:
+    flow = make_flow(n, clock, **cfg)
+    flow.start()
+    return flow
+
+
+def test_full_twelve_question_run_completes() -> None:
+    flow = make_flow(12)
+    out = flow.start()
+    assert kinds(out) == ["greeting", "question"]
+    assert "12 questions" in says(out)[0][1]
+    assert says(out)[1] == ("question", "Question 1. Question text number 1?")
+    evaluated: list[Evaluate] = []
+    acks: set[str] = set()
+    for i in range(1, 13):
+        assert flow.current is not None and flow.current.number == i
+        out = flow.answer(FULL, duration_s=8.0)
+        evaluated += [d for d in out if isinstance(d, Evaluate)]
+        acks |= {text for kind, text in says(out) if kind == "acknowledge"}
+        if i < 12:
+            assert kinds(out) == ["Evaluate", "acknowledge", "question"]
+            assert says(out)[-1][1].startswith(f"Question {i + 1}. ")
+    assert kinds(out) == ["Evaluate", "acknowledge", "closing", "Finish"]
+    assert says(out)[-1] == ("closing", CLOSING)
+    assert out[-1] == Finish("completed", "all questions asked")
+    assert [e.question.number for e in evaluated] == list(range(1, 13))
+    assert all(e.attempt == 1 and e.transcript == FULL for e in evaluated)
+    assert flow.phase == "finished" and flow.answered == 12 and flow.current is None
+    assert len(acks) == len(ACKNOWLEDGEMENTS)  # acknowledgements vary
+    assert flow.answer(FULL, 8.0) == [Ignored("not_listening")]
+
+
+def test_partial_answer_gets_one_followup_then_moves_on() -> None:
+    flow = started()
+    out = flow.answer(PARTIAL, 6.0)
+    assert kinds(out) == ["Evaluate", "followup"]
+    assert out[0] == Evaluate(flow.questions[0], PARTIAL, 1)
+    assert "consideration" in says(out)[0][1]  # names the first missing keyword
+    assert flow.followups_used == 1 and flow.index == 0
+    out = flow.answer("I think there is also capacity.", 4.0)
+    assert kinds(out) == ["Evaluate", "acknowledge", "question"]
+    ev = out[0]
+    assert isinstance(ev, Evaluate) and ev.attempt == 2
+    assert ev.transcript == PARTIAL + " I think there is also capacity."  # judged as a whole
+    assert flow.index == 1 and flow.followups_used == 0 and flow.answered == 1
+
+
+def test_followup_limit_comes_from_config() -> None:
+    none = started(max_followups=0)
+    assert kinds(none.answer(PARTIAL, 6.0)) == ["Evaluate", "acknowledge", "question"]
+    two = started(max_followups=2)
+    first = two.answer("An offer.", 6.0)
+    second = two.answer("And acceptance.", 6.0)
+    third = two.answer("Nothing more.", 6.0)
+    assert kinds(first)[-1] == kinds(second)[-1] == "followup"
+    assert says(first)[0][1] != says(second)[0][1]  # varied wording
+    assert "consideration" in says(second)[0][1]
+    assert kinds(third) == ["Evaluate", "acknowledge", "question"]
+
+
+def test_correct_answer_gets_no_followup() -> None:
+    flow = started()
+    # 4 of 5 keywords is full marks by the estimate, even with one still missing.
+    out = flow.answer("offer acceptance consideration intention", 6.0)
+    assert kinds(out) == ["Evaluate", "acknowledge", "question"]
+
+
+@pytest.mark.parametrize(
+    "request_text",
+    ["Sorry, could you repeat the question?", "Pardon?", "Can you say that again please"],
+)
+def test_repeat_request_repeats_without_scoring(request_text: str) -> None:
+    flow = started()
+    out = flow.answer(request_text, 1.0)  # short, but a clear request
+    assert out == [Say("Of course. Question 1. Question text number 1?", "repeat")]
+    assert flow.index == 0 and flow.answered == 0 and flow.followups_used == 0
+
+
+def test_repeat_after_a_followup_repeats_the_followup() -> None:
+    flow = started()
+    followup = says(flow.answer(PARTIAL, 6.0))[0][1]
+    assert flow.answer("Say that again?", 1.0) == [Say(f"Of course. {followup}", "repeat")]
+
+
+def test_an_answer_that_mentions_repeat_is_still_an_answer() -> None:
+    flow = started()
+    out = flow.answer("To repeat: offer, acceptance and consideration.", 5.0)
+    assert kinds(out) == ["Evaluate", "acknowledge", "question"]
+
+
+@pytest.mark.parametrize("text", ["I don't know.", "No idea, sorry.", "I'll pass.", "Skip"])
+def test_dont_know_is_scored_and_moves_on(text: str) -> None:
+    flow = started()
+    out = flow.answer(text, 0.8)  # shorter than the minimum, still honoured
+    assert out[0] == Evaluate(flow.questions[0], text, 1)
+    assert says(out) == [
+        ("acknowledge", MOVE_ON),
+        ("question", "Question 2. Question text number 2?"),
+    ]
+    assert flow.answered == 1
+
+
+def test_dont_know_after_a_followup_is_not_scored_again() -> None:
+    flow = started()
+    flow.answer(PARTIAL, 6.0)
+    out = flow.answer("I do not know", 2.0)
+    assert kinds(out) == ["acknowledge", "question"] and flow.index == 1
+
+
+def test_a_short_answer_that_says_pass_with_content_is_an_answer() -> None:
+    flow = started()
+    out = flow.answer("Pass, maybe an offer?", 4.0)
+    assert kinds(out) == ["Evaluate", "followup"]
+
+
+def test_too_short_answer_is_ignored() -> None:
+    flow = started()
+    assert flow.answer("An offer.", 2.9) == [Ignored("too_short")]
+    assert flow.index == 0 and flow.answered == 0
+    assert kinds(flow.answer(FULL, 3.0)) == ["Evaluate", "acknowledge", "question"]
+
+
+def test_empty_transcript_is_ignored() -> None:
+    flow = started()
+    assert flow.answer(" ... ", 5.0) == [Ignored("empty")]
+    assert flow.index == 0
+
+
+def test_time_limit_moves_on_without_scoring() -> None:
+    clock = Clock()
+    flow = started(2, clock, max_question_duration_seconds=120)
+    clock.now += 119.5
+    assert flow.tick() == [] and flow.time_left() == 0.5
+    clock.now += 0.5
+    out = flow.tick()
+    assert says(out) == [
+        ("acknowledge", TIME_UP),
+        ("question", "Question 2. Question text number 2?"),
+    ]
+    assert flow.answered == 0 and flow.time_left() == 120
+    clock.now += 200
+    out = flow.tick()
+    assert kinds(out) == ["acknowledge", "closing", "Finish"]
+    assert out[-1] == Finish("completed", "all questions asked")
+
+
+def test_late_answer_is_scored_but_gets_no_followup() -> None:
+    clock = Clock()
+    flow = started(clock=clock, max_question_duration_seconds=60)
+    clock.now += 61  # the answer ended before the next tick noticed the limit
+    assert kinds(flow.answer(PARTIAL, 6.0)) == ["Evaluate", "acknowledge", "question"]
+
+
+def test_followups_and_repeats_do_not_extend_the_time_limit() -> None:
+    clock = Clock()
+    flow = started(clock=clock, max_question_duration_seconds=60)
+    clock.now += 30
+    flow.answer(PARTIAL, 6.0)
+    flow.answer("pardon", 1.0)
+    clock.now += 30
+    assert kinds(flow.tick()) == ["acknowledge", "question"]
+
+
+def test_nudge_once_per_question() -> None:
+    flow = started()
+    assert flow.silence(14.9) == []
+    assert flow.silence(15.0) == [Say(NUDGE, "nudge")]
+    assert flow.silence(30.0) == []
+    flow.answer(FULL, 5.0)
+    assert flow.silence(16.0) == [Say(NUDGE, "nudge")]
+
+
+def test_terminate_mid_exam() -> None:
+    flow = started(12)
+    flow.answer(FULL, 5.0)
+    flow.answer(FULL, 5.0)
+    assert flow.terminate("disconnected past grace period") == [
+        Finish("terminated", "disconnected past grace period")
+    ]
+    assert flow.phase == "finished" and flow.answered == 2 and flow.index == 2
+    assert flow.answer(FULL, 5.0) == [Ignored("not_listening")]
+    assert flow.tick() == [] and flow.silence(60) == []
+    assert flow.terminate("again") == []
+
+
+def test_events_before_start_and_double_start() -> None:
+    flow = make_flow()
+    assert flow.answer(FULL, 5.0) == [Ignored("not_listening")]
+    assert flow.tick() == [] and flow.current is None
+    flow.start()
+    with pytest.raises(RuntimeError):
+        flow.start()
+
+
+def test_single_question_greeting_and_bad_settings() -> None:
+    assert "one question" in says(make_flow(1).start())[0][1]
+    with pytest.raises(ValueError, match="at least one question"):
+        make_flow(0)
+    with pytest.raises(ValueError, match="keyword_matching_threshold"):
+        make_flow(keyword_matching_threshold=0)
+    with pytest.raises(ValueError, match="max_score"):
+        Question(1, 1, "q", KEYWORDS, "", max_score=0)
+
+
+def test_spoken_texts_have_no_symbols() -> None:
+    flow = started(2)
+    texts = [t for _, t in says(flow.answer(PARTIAL, 6.0) + flow.answer(FULL, 6.0))]
+    texts += [NUDGE, MOVE_ON, TIME_UP, CLOSING, *ACKNOWLEDGEMENTS]
+    allowed = set(" .,?'")
+    assert all(ch.isalnum() or ch in allowed for t in texts for ch in t)
