@@ -27,7 +27,7 @@ EvaluatorKind = Literal["keyword_match", "llm_based", "hybrid"]
 FEEDBACK_MAX_CHARS = 200
 # The same answer should get the same mark, so scoring samples greedily, whatever temperature the
 # examiner's spoken replies use.
-SCORING_SAMPLING = Sampling(temperature=0.0, max_tokens=128)
+SCORING_SAMPLING = Sampling(temperature=0.0, max_tokens=192)
 NO_ANSWER_FEEDBACK = "No answer was given."
 FALLBACK_NOTE = "Scored by keyword match only, because the rubric check failed."
 

@@ -23,6 +23,11 @@ async def client(db_url: str, tmp_path) -> AsyncIterator[TestClient]:  # type: i
             "server.api_key": KEY,
             "server.max_sessions": 2,
             "writer.journal_dir": str(tmp_path / "journal"),
+            # The API does not need real models; the real ones are tested in tests/integration.
+            "models.vad.backend": "fake",
+            "models.asr.backend": "fake",
+            "models.llm.backend": "fake",
+            "models.tts.backend": "fake",
         },
     )
     async with TestClient(TestServer(build_app(cfg))) as c:

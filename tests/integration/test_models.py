@@ -30,7 +30,7 @@ SCORE_SCHEMA = {
     "type": "object",
     "properties": {
         "score": {"type": "integer", "minimum": 0, "maximum": 10},
-        "feedback": {"type": "string", "maxLength": 200},
+        "feedback": {"type": "string", "maxLength": 120},
     },
     "required": ["score", "feedback"],
     "additionalProperties": False,
@@ -101,7 +101,7 @@ async def test_llm_streams_scores_and_cancels(hub: Hub) -> None:
         {"role": "user", "content": "Question: what is an offer? Answer: a promise to be bound."},
     ]
     result = await hub.llm.generate_json(
-        scoring, SCORE_SCHEMA, Sampling(temperature=0, max_tokens=80)
+        scoring, SCORE_SCHEMA, Sampling(temperature=0, max_tokens=160)
     )
     jsonschema.validate(result, SCORE_SCHEMA)
 
