@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import tempfile
 import time
@@ -21,6 +20,7 @@ from typing import Any
 
 import asyncpg
 
+from benchmarks.report import emit
 from db import ops
 from db.engine import create_engine, sessionmaker
 from db.queries.questions import questions_for, scenarios
@@ -127,13 +127,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=20_000)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    result = asyncio.run(run(args.db, args.rows))
-    width = max(map(len, result))
-    for key, value in result.items():
-        print(f"{key:<{width}}  {value}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    emit(asyncio.run(run(args.db, args.rows)), args.json)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import sys
 import time
@@ -23,6 +22,7 @@ import numpy as np
 # `models` package; drop the folder so the imports below find the package.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
+from benchmarks.report import emit  # noqa: E402
 from models.base import SAMPLE_RATE, VAD_CHUNK, Sampling, Usage  # noqa: E402
 from models.hub import _build_tts, load_hub  # noqa: E402
 from worker.config import load_config  # noqa: E402
@@ -110,13 +110,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    result = asyncio.run(run(args.config, args.repeats))
-    width = max(map(len, result))
-    for key, value in result.items():
-        print(f"{key:<{width}}  {value}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    emit(asyncio.run(run(args.config, args.repeats)), args.json)
 
 
 if __name__ == "__main__":

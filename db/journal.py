@@ -16,7 +16,7 @@ import os
 import struct
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -44,10 +44,6 @@ class ReplayReport:
 
 def _segment_name(first_seq: int) -> str:
     return f"seg-{first_seq:020d}.log"
-
-
-def _segment_first_seq(path: Path) -> int:
-    return int(path.stem.split("-", 1)[1])
 
 
 def scan(path: Path) -> tuple[list[bytes], int]:
@@ -203,9 +199,6 @@ class Journal:
             return int((self.dir / "committed").read_text().strip() or 0)
         except (FileNotFoundError, ValueError):
             return 0
-
-    def segments(self) -> Iterator[Path]:
-        return iter(sorted(self.dir.glob(SEGMENT_GLOB)))
 
     def close(self) -> None:
         if self._active is not None:

@@ -7,8 +7,10 @@ numpy arrays in [-1, 1] (input) and PCM16 little-endian bytes (TTS output).
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -48,6 +50,15 @@ class StructuredOutputFailed(ModelError):
 
 class ModelNotReady(ModelError):
     """A model was used before the hub loaded it, or after it closed."""
+
+
+def package_dir(name: str) -> Path | None:
+    """An installed package's directory, found without importing it: several weight packages
+    import heavy or missing dependencies (torch, llama_cpp) at import time."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def check_audio(audio: Any, *, min_samples: int = 1, max_seconds: float = 600.0) -> Audio:

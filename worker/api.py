@@ -17,7 +17,7 @@ from db.queries.questions import questions_for
 from db.queries.sessions import create_session, get_by_code, list_sessions
 from db.queries.users import upsert_user
 from db.tables import Session
-from worker.config import COLLEGE_TYPES, CollegeType, Config
+from worker.config import CollegeType, Config
 from worker.resources import Database
 from worker.tokens import issue_token
 
@@ -191,6 +191,3 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/sessions", create)
     app.router.add_get("/v1/sessions", list_live)
     app.router.add_get("/v1/sessions/{code}", get_one)
-
-
-__all__ = ["COLLEGE_TYPES", "add_routes"]

@@ -107,7 +107,7 @@ class VivaSession:
         self._ids = itertools.count(1)
         self._turn_end: float | None = None
         self._turn_latency: asyncio.Future[float] | None = None
-        self._latency_pending = False
+        self._unreported_latency: float | None = None  # for the next response.done
         self._scoring: set[asyncio.Task[None]] = set()
         self._scored: list[ScoredAnswer] = []
         self.latencies: list[float] = []
@@ -237,7 +237,7 @@ class VivaSession:
         elif isinstance(event, BargeIn) and self._response is not None:
             self._cancel_response("barge_in")
         elif isinstance(event, Paused) and self.turns.in_speech:
-            audio = self._audio(self.turns._speech_start or 0, event.at_ms)
+            audio = self._audio(self.turns.speech_start_ms or 0, event.at_ms)
             task = asyncio.ensure_future(
                 self.hub.asr.transcribe(audio, self.cfg.models.asr.language)
             )
@@ -486,10 +486,8 @@ class VivaSession:
             self._turn_end = None
             if self._turn_latency is not None and not self._turn_latency.done():
                 self._turn_latency.set_result(latency)
-            self._latency_pending = True
+            self._unreported_latency = round(latency, 1)
 
     def _pop_latency(self) -> float | None:
-        if self._latency_pending:
-            self._latency_pending = False
-            return round(self.latencies[-1], 1)
-        return None
+        latency, self._unreported_latency = self._unreported_latency, None
+        return latency

@@ -72,6 +72,11 @@ class TurnDetector:
         self._barged = False
 
     @property
+    def speech_start_ms(self) -> int | None:
+        """Where the answer in progress began; None between answers."""
+        return self._speech_start
+
+    @property
     def in_speech(self) -> bool:
         return self._speech_start is not None
 

@@ -13,6 +13,26 @@ from db.queries.questions import questions_for
 from db.queries.sessions import create_session
 from db.queries.users import upsert_user
 from db.tables import Answer, AuditLog, Evaluation
+from worker.config import Config, load_config, replace_settings
+
+API_KEY = "test-api-key-123"
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+FAKE_MODELS = {f"models.{stage}.backend": "fake" for stage in ("vad", "asr", "llm", "tts")}
+
+
+def server_config(db_url: str, journal_dir: str, **settings: Any) -> Config:
+    """A worker config on `db_url` with fake models (the real ones are tested in
+    tests/integration) and the test API key; `settings` are extra dotted overrides."""
+    return replace_settings(
+        load_config("config.yaml", {}),
+        {
+            "database.url": db_url,
+            "server.api_key": API_KEY,
+            "writer.journal_dir": journal_dir,
+            **FAKE_MODELS,
+            **settings,
+        },
+    )
 
 
 @dataclass

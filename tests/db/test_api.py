@@ -7,29 +7,13 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from worker.config import load_config, replace_settings
+from tests.db.helpers import AUTH, server_config
 from worker.server import build_app
-
-KEY = "test-api-key-123"
-AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
 @pytest.fixture
 async def client(db_url: str, tmp_path) -> AsyncIterator[TestClient]:  # type: ignore[no-untyped-def]
-    cfg = replace_settings(
-        load_config("config.yaml", {}),
-        {
-            "database.url": db_url,
-            "server.api_key": KEY,
-            "server.max_sessions": 2,
-            "writer.journal_dir": str(tmp_path / "journal"),
-            # The API does not need real models; the real ones are tested in tests/integration.
-            "models.vad.backend": "fake",
-            "models.asr.backend": "fake",
-            "models.llm.backend": "fake",
-            "models.tts.backend": "fake",
-        },
-    )
+    cfg = server_config(db_url, str(tmp_path / "journal"), **{"server.max_sessions": 2})
     async with TestClient(TestServer(build_app(cfg))) as c:
         yield c
 

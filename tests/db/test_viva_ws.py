@@ -15,11 +15,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import select
 
 from db.tables import Answer, Evaluation, Result
-from worker.config import load_config, replace_settings
+from tests.db.helpers import AUTH, server_config
 from worker.server import build_app
 
-KEY = "test-api-key-123"
-AUTH = {"Authorization": f"Bearer {KEY}"}
 CLIP = Path(__file__).resolve().parents[1] / "data" / "clips" / "law_contract.wav"
 FRAME = 640  # 20 ms of 16 kHz PCM16
 
@@ -31,18 +29,7 @@ def _clip_pcm() -> bytes:
 
 @pytest.fixture
 async def client(db_url: str, tmp_path) -> AsyncIterator[TestClient]:  # type: ignore[no-untyped-def]
-    cfg = replace_settings(
-        load_config("config.yaml", {}),
-        {
-            "database.url": db_url,
-            "server.api_key": KEY,
-            "writer.journal_dir": str(tmp_path / "journal"),
-            "models.vad.backend": "fake",
-            "models.asr.backend": "fake",
-            "models.llm.backend": "fake",
-            "models.tts.backend": "fake",
-        },
-    )
+    cfg = server_config(db_url, str(tmp_path / "journal"))
     async with TestClient(TestServer(build_app(cfg))) as c:
         yield c
 
@@ -55,15 +42,14 @@ async def _until(ws: Any, kind: str, seen: list[dict]) -> dict:
 
 
 async def _next(ws: Any, kind: str, seen: list[dict]) -> dict:
-    if True:
-        async for msg in ws:
-            if msg.type == WSMsgType.TEXT:
-                event = json.loads(msg.data)
-                seen.append(event)
-                if event["type"] == kind:
-                    return event
-            elif msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.ERROR):
-                break
+    async for msg in ws:
+        if msg.type == WSMsgType.TEXT:
+            event = json.loads(msg.data)
+            seen.append(event)
+            if event["type"] == kind:
+                return event
+        elif msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.ERROR):
+            break
     raise AssertionError(f"no {kind}; saw {[e['type'] for e in seen]}")
 
 
