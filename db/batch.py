@@ -86,7 +86,12 @@ async def apply_ops(conn: AsyncConnection, ops: list[Op]) -> None:
             raise SessionNotFound(f"session {session_id} does not exist; update {values}")
     for cr in results:
         await compute_and_store_result(
-            conn, cr.session_id, cr.total_questions, cr.max_score_per_question, cr.result_id
+            conn,
+            cr.session_id,
+            cr.total_questions,
+            cr.max_score_per_question,
+            cr.result_id,
+            extra=cr.extra,
         )
 
 

@@ -87,6 +87,7 @@ class ComputeResult:
     total_questions: int
     max_score_per_question: float
     result_id: int
+    extra: dict[str, Any] = field(default_factory=dict)  # merged into result_json (usage...)
     kind: str = field(default="compute_result", init=False)
 
 
@@ -130,9 +131,14 @@ def session_update(session_id: int, **values: Any) -> SessionUpdate:
 
 
 def compute_result(
-    session_id: int, total_questions: int, max_score_per_question: float
+    session_id: int,
+    total_questions: int,
+    max_score_per_question: float,
+    extra: dict[str, Any] | None = None,
 ) -> ComputeResult:
-    return ComputeResult(session_id, total_questions, max_score_per_question, new_id())
+    return ComputeResult(
+        session_id, total_questions, max_score_per_question, new_id(), dict(extra or {})
+    )
 
 
 # --- journal encoding ----------------------------------------------------------------------
@@ -163,6 +169,7 @@ def encode(seq: int, op: Op) -> bytes:
             "q": op.total_questions,
             "m": op.max_score_per_question,
             "id": op.result_id,
+            "x": op.extra,
         }
     body["seq"] = seq
     return json.dumps(body, separators=(",", ":"), default=str).encode()
@@ -181,7 +188,9 @@ def decode(payload: bytes) -> tuple[int, Op]:
         if kind == "session_update":
             return seq, SessionUpdate(int(body["s"]), _decode_values("sessions", body["v"]))
         if kind == "compute_result":
-            return seq, ComputeResult(int(body["s"]), int(body["q"]), float(body["m"]), body["id"])
+            return seq, ComputeResult(
+                int(body["s"]), int(body["q"]), float(body["m"]), body["id"], body.get("x") or {}
+            )
     except (ValueError, KeyError, TypeError) as exc:
         raise InvalidOp(f"undecodable journal record: {exc}") from exc
     raise InvalidOp(f"unknown op kind {kind!r}")

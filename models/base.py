@@ -115,6 +115,8 @@ class Sampling:
 
 @dataclass
 class Usage:
+    """Tokens spent; backends add to it, so one Usage can total a whole session."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
 
@@ -166,7 +168,11 @@ class LLM(Protocol):
         ...
 
     async def generate_json(
-        self, messages: Sequence[Message], schema: dict[str, Any], sampling: Sampling
+        self,
+        messages: Sequence[Message],
+        schema: dict[str, Any],
+        sampling: Sampling,
+        usage: Usage | None = None,
     ) -> dict[str, Any]:
         """A JSON object valid against `schema`, or StructuredOutputFailed."""
         ...

@@ -96,6 +96,8 @@ class FakeLLM:
         self, messages: Sequence[Message], sampling: Sampling, usage: Usage | None = None
     ) -> AsyncIterator[str]:
         self.active += 1
+        if usage is not None:
+            usage.prompt_tokens += sum(len(m["content"].split()) for m in messages)
         try:
             await asyncio.sleep(self.first_token_ms / 1000)
             for i, token in enumerate(self.tokens[: sampling.max_tokens]):
@@ -108,9 +110,16 @@ class FakeLLM:
             self.active -= 1
 
     async def generate_json(
-        self, messages: Sequence[Message], schema: dict[str, Any], sampling: Sampling
+        self,
+        messages: Sequence[Message],
+        schema: dict[str, Any],
+        sampling: Sampling,
+        usage: Usage | None = None,
     ) -> dict[str, Any]:
         await asyncio.sleep(self.first_token_ms / 1000)
+        if usage is not None:
+            usage.prompt_tokens += sum(len(m["content"].split()) for m in messages)
+            usage.completion_tokens += 8
         if self.json_result is None:
             raise StructuredOutputFailed("fake LLM has no scripted JSON result")
         result = self.json_result(messages) if callable(self.json_result) else self.json_result

@@ -75,7 +75,7 @@ def _build_asr(cfg: ModelsConfig) -> ASR:
     if cfg.asr.backend == "fake":
         from models.fakes import FakeASR
 
-        return FakeASR()
+        return FakeASR(delay_ms=cfg.asr.fake_delay_ms)
     from models.weights import asr_dir
     from models.whisper import WhisperASR
 
@@ -86,7 +86,9 @@ async def _build_llm(cfg: ModelsConfig) -> LLM:
     if cfg.llm.backend == "fake":
         from models.fakes import FakeLLM
 
-        return FakeLLM(json_result={"score": 5, "feedback": "fake"})
+        return FakeLLM(
+            json_result={"score": 5, "feedback": "fake"}, first_token_ms=cfg.llm.fake_delay_ms
+        )
     from models.vllm_llm import VLLMExaminer
     from models.weights import llm_dir
 
@@ -106,7 +108,7 @@ def _build_tts(cfg: ModelsConfig) -> TTS:
     if cfg.tts.backend == "fake":
         from models.fakes import FakeTTS
 
-        return FakeTTS()
+        return FakeTTS(first_chunk_ms=cfg.tts.fake_delay_ms)
     from models import weights
     from models.tts import KokoroTTS, PiperTTS
 

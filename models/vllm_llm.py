@@ -107,11 +107,12 @@ class VLLMExaminer:
         prompt = self._prompt(messages)
         request_id = f"chat-{next(_ids)}"
         finished = False
+        first = True
         try:
             async for out in self._engine.generate(prompt, self._params(sampling), request_id):
                 if usage is not None:
-                    usage.prompt_tokens = len(out.prompt_token_ids or ())
-                    usage.completion_tokens += len(out.outputs[0].token_ids)
+                    _count(usage, out, first)
+                    first = False
                 finished = out.finished
                 if out.outputs[0].text:
                     yield out.outputs[0].text
@@ -121,7 +122,11 @@ class VLLMExaminer:
                 await self._engine.abort(request_id)
 
     async def generate_json(
-        self, messages: Sequence[Message], schema: dict[str, Any], sampling: Sampling
+        self,
+        messages: Sequence[Message],
+        schema: dict[str, Any],
+        sampling: Sampling,
+        usage: Usage | None = None,
     ) -> dict[str, Any]:
         from vllm.sampling_params import StructuredOutputsParams
 
@@ -130,7 +135,11 @@ class VLLMExaminer:
         request_id = f"json-{next(_ids)}"
         text = ""
         finish = None
+        first = True
         async for out in self._engine.generate(self._prompt(messages), params, request_id):
+            if usage is not None:
+                _count(usage, out, first)
+                first = False
             text += out.outputs[0].text
             finish = out.outputs[0].finish_reason
         try:
@@ -147,3 +156,10 @@ class VLLMExaminer:
         if self._engine is not None:
             self._engine.shutdown()
             self._engine = None
+
+
+def _count(usage: Usage, out: Any, first: bool) -> None:
+    """Delta outputs: the prompt is counted on the first one, generated tokens on each."""
+    if first:
+        usage.prompt_tokens += len(out.prompt_token_ids or ())
+    usage.completion_tokens += len(out.outputs[0].token_ids)

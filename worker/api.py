@@ -1,4 +1,5 @@
-"""HTTP API for the exam platform (API key): create a session, read one, list live ones.
+"""HTTP API for the exam platform (API key): create a session, read one, list live ones; and,
+without a key, the catalog of scenarios and guest practice sessions when the config allows them.
 
 Everything here is outside the voice path, so it uses the query layer directly; errors are
 typed JSON bodies `{"error": {"code", "message"}}`.
@@ -7,23 +8,26 @@ typed JSON bodies `{"error": {"code", "message"}}`.
 from __future__ import annotations
 
 import hmac
-from typing import Any, Literal
+import secrets
+from typing import Any, Literal, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from db.queries.audit import log_action
-from db.queries.questions import questions_for
+from db.queries.questions import questions_for, scenarios
 from db.queries.sessions import create_session, get_by_code, list_sessions
 from db.queries.users import upsert_user
 from db.tables import Session
 from worker.config import CollegeType, Config
+from worker.live import LiveSessions, Refused
 from worker.resources import Database
 from worker.tokens import issue_token
 
 CONFIG = web.AppKey("config", Config)
 DATABASE = web.AppKey("database", Database)
-LIVE = web.AppKey("live_sessions", dict)  # code -> live session object (set by the server)
+LIVE = web.AppKey("live_sessions", LiveSessions)
+_M = TypeVar("_M", bound=BaseModel)
 
 
 class CreateSession(BaseModel):
@@ -31,6 +35,13 @@ class CreateSession(BaseModel):
     student_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
     full_name: str | None = Field(None, max_length=255)
     email: str | None = Field(None, max_length=255)
+    college_type: CollegeType
+    scenario_id: str = Field(min_length=1, max_length=64)
+
+
+class CreatePractice(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = Field(min_length=1, max_length=80)
     college_type: CollegeType
     scenario_id: str = Field(min_length=1, max_length=64)
 
@@ -58,20 +69,61 @@ def ws_url(request: web.Request, code: str, token: str) -> str:
     return f"{base}/v1/sessions/{code}/stream?token={token}"
 
 
-async def create(request: web.Request) -> web.Response:
-    if (denied := require_api_key(request)) is not None:
-        return denied
-    cfg, database = request.app[CONFIG], request.app[DATABASE]
-    if not database.writer.healthy:
-        return error(503, "unhealthy", "the worker's journal is over its limit; try another worker")
-    if len(request.app[LIVE]) >= cfg.server.max_sessions:
-        return error(503, "at_capacity", f"this worker holds {cfg.server.max_sessions} sessions")
+async def _body(request: web.Request, model: type[_M]) -> _M | web.Response:
     try:
-        body = CreateSession.model_validate(await request.json())
+        return model.model_validate(await request.json())
     except ValueError as exc:
         detail = exc.errors()[0] if isinstance(exc, ValidationError) else {"msg": str(exc)}
         where = ".".join(str(p) for p in detail.get("loc", ()))
         return error(400, "invalid_request", f"{where}: {detail['msg']}".lstrip(": "))
+
+
+async def create(request: web.Request) -> web.Response:
+    if (denied := require_api_key(request)) is not None:
+        return denied
+    body = await _body(request, CreateSession)
+    return body if isinstance(body, web.Response) else await _open(request, body)
+
+
+async def practice(request: web.Request) -> web.Response:
+    """A guest viva started from the student page (config `server.practice_sessions`)."""
+    if not request.app[CONFIG].server.practice_sessions:
+        return error(403, "practice_disabled", "practice sessions are off on this worker")
+    body = await _body(request, CreatePractice)
+    if isinstance(body, web.Response):
+        return body
+    guest = CreateSession(
+        student_id=f"guest-{secrets.token_hex(6)}",
+        full_name=body.name,
+        college_type=body.college_type,
+        scenario_id=body.scenario_id,
+    )
+    return await _open(request, guest)
+
+
+async def catalog(request: web.Request) -> web.Response:
+    """College types and their scenarios, for the student page's practice form."""
+    async with request.app[DATABASE].sessions() as db:
+        rows = await scenarios(db)
+    by_type: dict[str, list[dict[str, str]]] = {}
+    for college, scenario_id, name in rows:
+        by_type.setdefault(college, []).append({"id": scenario_id, "name": name})
+    return web.json_response(
+        {
+            "practice": request.app[CONFIG].server.practice_sessions,
+            "college_types": [{"id": c, "scenarios": s} for c, s in by_type.items()],
+        }
+    )
+
+
+async def _open(request: web.Request, body: CreateSession) -> web.Response:
+    cfg, database = request.app[CONFIG], request.app[DATABASE]
+    if not database.writer.healthy:
+        return error(503, "unhealthy", "the worker's journal is over its limit; try another worker")
+    try:
+        request.app[LIVE].check_capacity()
+    except Refused as exc:
+        return error(503, exc.code, exc.message)
     async with database.sessions() as db, db.begin():
         questions = await questions_for(db, body.college_type, body.scenario_id)
         if not questions:
@@ -189,5 +241,7 @@ async def list_live(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/sessions", create)
+    app.router.add_post("/v1/practice", practice)
+    app.router.add_get("/v1/catalog", catalog)
     app.router.add_get("/v1/sessions", list_live)
     app.router.add_get("/v1/sessions/{code}", get_one)

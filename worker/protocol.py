@@ -24,8 +24,6 @@ MAX_TEXT_FRAME_BYTES = 16_384
 # The transport limit (aiohttp's `max_msg_size`): bigger messages close the socket with 1009;
 # anything between the limits above and this one is refused with a non-fatal `error`.
 MAX_WS_MESSAGE_BYTES = 65_536
-# A client whose socket accepts nothing for this long is disconnected (close 4002).
-SEND_TIMEOUT_SECONDS = 10.0
 
 ErrorCode: TypeAlias = Literal[
     # non-fatal: the offending message is discarded and the session goes on
@@ -52,7 +50,7 @@ ResponseKind: TypeAlias = Literal[
 FeedbackType: TypeAlias = Literal["correct", "partial", "incorrect"]
 Grade: TypeAlias = Literal["A", "B", "C", "D", "F"]
 EndReason: TypeAlias = Literal["completed", "terminated", "server_shutdown", "timeout"]
-CancelReason: TypeAlias = Literal["barge_in", "client_cancel"]
+CancelReason: TypeAlias = Literal["barge_in", "client_cancel", "superseded"]
 JsonScalar: TypeAlias = str | int | float | bool | None
 
 
@@ -198,6 +196,8 @@ class ResponseDoneEvent(_ServerEvent):
     response_id: str
     latency_ms: float | None = Field(ge=0)  # turn latency; null when no answer preceded it
     audio_ms: int = Field(ge=0)  # examiner audio sent for this response
+    # With latency_ms: where the turn's time went (see docs/protocol.md, worker/metrics.py).
+    stages_ms: dict[str, float] | None = None
 
 
 class ResponseCancelledEvent(_ServerEvent):

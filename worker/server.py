@@ -1,11 +1,15 @@
-"""The aiohttp application: sessions API, health, readiness and metrics the voice WebSocket.
+"""The aiohttp application: sessions API, health, readiness and metrics, the voice WebSocket.
 
 Resources live in `cleanup_ctx` generators with typed AppKeys, so start-up and shutdown run in
-one place and in order (aiohttp's graceful-shutdown pattern).
+one place and in order (aiohttp's graceful-shutdown pattern): on shutdown the live sessions end
+first (final events, results handed to the writer), then the models close, then the writer
+drains and the engine is disposed.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -15,8 +19,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from models.hub import load_hub
 from worker.api import CONFIG, DATABASE, LIVE, add_routes
 from worker.config import Config
+from worker.live import LiveSessions
+from worker.metrics import LoopLag
 from worker.resources import open_database
-from worker.stream import HUB, stream
+from worker.speaker import PromptCache
+from worker.stream import HUB, PROMPTS, stream
+
+LOOP_LAG = web.AppKey("loop_lag", LoopLag)
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +39,22 @@ async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _models_ctx(app: web.Application) -> AsyncIterator[None]:
     hub = await load_hub(app[CONFIG].models)
     app[HUB] = hub
+    app[PROMPTS] = PromptCache(hub.tts)
     yield
     await hub.close()
+
+
+async def _sessions_ctx(app: web.Application) -> AsyncIterator[None]:
+    yield
+    await app[LIVE].shutdown(app[CONFIG].server.shutdown_timeout_seconds)
+
+
+async def _loop_lag_ctx(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(app[LOOP_LAG].run(), name="loop lag")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def ping(request: web.Request) -> web.Response:
@@ -51,6 +74,8 @@ async def healthz(request: web.Request) -> web.Response:
         "writer": writer,
         "models": request.app[HUB].describe() if HUB in request.app else {"ready": False},
         "sessions": len(request.app[LIVE]),
+        "accepting": request.app[LIVE].accepting,
+        "loop_lag_ms": request.app[LOOP_LAG].summary(),
     }
     return web.json_response(body, status=200 if healthy else 503)
 
@@ -62,9 +87,12 @@ async def metrics(_request: web.Request) -> web.Response:
 def build_app(config: Config) -> web.Application:
     app = web.Application()
     app[CONFIG] = config
-    app[LIVE] = {}
+    app[LIVE] = LiveSessions(config.server.max_sessions)
+    app[LOOP_LAG] = LoopLag()
+    app.cleanup_ctx.append(_loop_lag_ctx)
     app.cleanup_ctx.append(_database_ctx)
     app.cleanup_ctx.append(_models_ctx)
+    app.cleanup_ctx.append(_sessions_ctx)  # cleaned up first: sessions end before models go
     add_routes(app)
     app.router.add_get("/v1/sessions/{code}/stream", stream)
     app.router.add_get("/ping", ping)

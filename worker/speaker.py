@@ -1,19 +1,24 @@
 """What the examiner says, as audio: LLM acknowledgements streamed through the sentence splitter
-into streaming TTS, and fixed prompts (greeting, questions) synthesized once and cached.
+into streaming TTS, and fixed prompts (greeting, questions, fixed phrases) synthesized once per
+process and cached.
 
-`speak()` yields `(text_delta, pcm16_bytes)` pairs; the session turns them into transcript
-deltas and paced audio frames. Cancelling the iterator (barge-in) closes the LLM stream, which
-aborts the request in the engine, and stops TTS after the sentence in flight.
+`say()` and `acknowledge()` yield `(text_delta, pcm16_bytes)` pairs; the session turns them into
+transcript deltas and paced audio frames. Cancelling the iterator (barge-in) closes the LLM
+stream, which aborts the request in the engine, and stops TTS after the chunk in flight.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 
 from models.base import LLM, TTS, ModelError, Sampling
 from models.sentences import SentenceBuffer
+from worker.metrics import TurnStages
 
 log = logging.getLogger(__name__)
 
@@ -24,31 +29,116 @@ ACK_SYSTEM = (
 )
 
 
+class PromptCache:
+    """Synthesized audio of fixed texts, shared by every session of the process.
+
+    Sessions of one college type ask the same questions, so one synthesis serves them all; two
+    sessions wanting the same text at once share one synthesis. Least recently used entries go
+    first once `max_bytes` is held.
+    """
+
+    def __init__(self, tts: TTS, max_bytes: int = 256 * 1024 * 1024):
+        self.tts = tts
+        self.max_bytes = max_bytes
+        self._audio: collections.OrderedDict[str, bytes] = collections.OrderedDict()
+        self._pending: dict[str, asyncio.Future[bytes]] = {}
+        self._bytes = 0
+
+    def get(self, text: str) -> bytes | None:
+        pcm = self._audio.get(text)
+        if pcm is not None:
+            self._audio.move_to_end(text)
+        return pcm
+
+    def ending(self, text: str) -> tuple[str, bytes] | None:
+        """A cached text that `text` ends with ("Of course. <question>"), and its audio."""
+        for cached, pcm in reversed(self._audio.items()):
+            if text.endswith(cached) and text != cached:
+                return text[: -len(cached)].strip(), pcm
+        return None
+
+    async def make(self, text: str) -> bytes:
+        while (pending := self._pending.get(text)) is not None:
+            try:
+                return await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not pending.cancelled() or (task is not None and task.cancelling()):
+                    raise
+                # The session making it went away; make it here instead.
+        cached = self.get(text)
+        if cached is not None:
+            return cached
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._pending[text] = future
+        try:
+            pcm = b"".join([c async for c in self.tts.stream(text)])
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except Exception as exc:
+            future.set_exception(exc)
+            future.exception()  # marked retrieved: waiters re-raise it themselves
+            raise
+        finally:
+            self._pending.pop(text, None)
+        future.set_result(pcm)
+        self._store(text, pcm)
+        return pcm
+
+    def _store(self, text: str, pcm: bytes) -> None:
+        self._audio[text] = pcm
+        self._bytes += len(pcm)
+        while self._bytes > self.max_bytes and len(self._audio) > 1:
+            _, old = self._audio.popitem(last=False)
+            self._bytes -= len(old)
+
+
 class Speaker:
-    def __init__(self, llm: LLM, tts: TTS, ack_sampling: Sampling):
+    def __init__(self, llm: LLM, tts: TTS, cache: PromptCache, ack_sampling: Sampling):
         self.llm = llm
         self.tts = tts
+        self.cache = cache
         self.ack_sampling = ack_sampling
-        self._cache: dict[str, bytes] = {}
 
     async def prepare(self, texts: Sequence[str]) -> None:
         """Synthesize fixed prompts ahead of time (questions are known at session start)."""
         for text in texts:
-            if text not in self._cache:
-                self._cache[text] = b"".join([c async for c in self.tts.stream(text)])
+            try:
+                await self.cache.make(text)
+            except ModelError as exc:  # the prompt is synthesized live when it is needed
+                log.warning("could not pre-synthesize %r: %s", text[:40], exc)
 
-    async def say(self, text: str) -> AsyncIterator[tuple[str, bytes]]:
-        cached = self._cache.get(text)
+    async def say(
+        self, text: str, stages: TurnStages | None = None
+    ) -> AsyncIterator[tuple[str, bytes]]:
+        started = time.perf_counter()
+        cached = self.cache.get(text)
         if cached is not None:
+            _first_audio(stages, started)
             yield text, cached
             return
+        lead = self.cache.ending(text)
+        if lead is not None:  # "Of course." live, then the cached question
+            async for item in self._synthesize(lead[0], stages, started):
+                yield item
+            yield f" {text[len(lead[0]) :].strip()}", lead[1]
+            return
+        async for item in self._synthesize(text, stages, started):
+            yield item
+
+    async def _synthesize(
+        self, text: str, stages: TurnStages | None, started: float
+    ) -> AsyncIterator[tuple[str, bytes]]:
         first = True
         async for pcm in self.tts.stream(text):
+            if first:
+                _first_audio(stages, started)
             yield (text if first else ""), pcm
             first = False
 
     async def acknowledge(
-        self, question: str, answer: str, fallback: str
+        self, question: str, answer: str, fallback: str, stages: TurnStages | None = None
     ) -> AsyncIterator[tuple[str, bytes]]:
         """A short LLM acknowledgement, spoken clause by clause as it streams; the flow's own
         text if the LLM fails, so the student never meets silence."""
@@ -56,29 +146,47 @@ class Speaker:
             {"role": "system", "content": ACK_SYSTEM},
             {"role": "user", "content": f"Question: {question}\nStudent's answer: {answer}"},
         ]
+        started = time.perf_counter()
         buffer = SentenceBuffer()
         spoke = False
         stream = self.llm.stream(messages, self.ack_sampling)
         try:
             async for delta in stream:
+                if stages is not None and stages.llm_first_token is None:
+                    stages.llm_first_token = _ms_since(started)
                 for sentence in buffer.push(delta):
-                    spoke = True
-                    async for item in self.say(sentence):
+                    spoke = _first_sentence(stages, started)
+                    async for item in self.say(sentence, stages):
                         yield item
                 if spoke:
                     break  # one sentence is all an acknowledgement needs
             if not spoke:
                 for sentence in buffer.flush():
-                    spoke = True
-                    async for item in self.say(sentence):
+                    spoke = _first_sentence(stages, started)
+                    async for item in self.say(sentence, stages):
                         yield item
         except ModelError as exc:
             log.warning("acknowledgement LLM failed (%s); using the fixed text", exc)
         finally:
             await _close(stream)
         if not spoke:
-            async for item in self.say(fallback):
+            async for item in self.say(fallback, stages):
                 yield item
+
+
+def _ms_since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
+
+
+def _first_sentence(stages: TurnStages | None, started: float) -> bool:
+    if stages is not None and stages.llm_first_sentence is None:
+        stages.llm_first_sentence = _ms_since(started)
+    return True
+
+
+def _first_audio(stages: TurnStages | None, started: float) -> None:
+    if stages is not None and stages.tts_first_audio is None:
+        stages.tts_first_audio = _ms_since(started)
 
 
 async def _close(stream: AsyncIterator[str]) -> None:

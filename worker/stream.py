@@ -10,38 +10,48 @@ import logging
 
 from aiohttp import web
 
+from db import ops
 from db.queries.questions import questions_for
 from db.queries.sessions import get_by_code
+from db.tables import User
 from models.hub import Hub
 from worker import protocol as p
 from worker.api import CONFIG, DATABASE, LIVE
 from worker.evaluators import Question
+from worker.live import Refused
+from worker.metrics import WS_ERRORS
 from worker.session import SessionRecord, VivaSession
+from worker.speaker import PromptCache
 from worker.tokens import TokenError, verify_token
 
 log = logging.getLogger(__name__)
 HUB = web.AppKey("hub", Hub)
+PROMPTS = web.AppKey("prompts", PromptCache)
 
 
 async def _refuse(
     ws: web.WebSocketResponse, code: p.ErrorCode, message: str
 ) -> web.WebSocketResponse:
+    WS_ERRORS.labels(code).inc()
     await ws.send_str(p.dump(p.ErrorEvent(code=code, message=message)))
     await ws.close(code=p.CLOSE_CODE_FOR[code])
     return ws
 
 
-async def _record(request: web.Request, code: str) -> SessionRecord | tuple[p.ErrorCode, str]:
-    cfg = request.app[CONFIG]
-    async with request.app[DATABASE].sessions() as db:
+async def _new_session(request: web.Request, code: str) -> VivaSession:
+    """The live session for a stored one (raises Refused when it cannot be run)."""
+    app = request.app
+    cfg = app[CONFIG]
+    async with app[DATABASE].sessions() as db:
         sess = await get_by_code(db, code)
         if sess is None:
-            return "session_not_found", f"no session {code}"
+            raise Refused("session_not_found", f"no session {code}")
         if sess.status in ("completed", "terminated"):
-            return "session_closed", f"session {code} is {sess.status}"
+            raise Refused("session_closed", f"session {code} is {sess.status}")
         rows = (await questions_for(db, sess.college_type, sess.scenario_id))[
             : sess.total_questions
         ]
+        user = await db.get(User, sess.user_id)
     questions = tuple(
         Question(
             q.id,
@@ -53,40 +63,46 @@ async def _record(request: web.Request, code: str) -> SessionRecord | tuple[p.Er
         )
         for q in rows
     )
-    return SessionRecord(sess.id, sess.session_code, sess.user_id, questions)
+    student = (user.full_name or user.username) if user is not None else ""
+    record = SessionRecord(
+        sess.id, sess.session_code, sess.user_id, questions, student, sess.college_type
+    )
+    return VivaSession(record, app[HUB], app[DATABASE].writer, app[DATABASE].config, app[PROMPTS])
+
+
+def _reject_token(request: web.Request, code: str, reason: str) -> None:
+    """Audit a refused token (through the writer: no database call on this path)."""
+    request.app[DATABASE].writer.enqueue(
+        ops.upsert(
+            "audit_logs",
+            action="token.rejected",
+            resource_type="session",
+            resource_id=code[:64],
+            status="failure",
+            details={"reason": reason},
+            ip_address=request.remote,
+            user_agent=(request.headers.get("User-Agent") or "")[:512] or None,
+        )
+    )
 
 
 async def stream(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(max_msg_size=p.MAX_WS_MESSAGE_BYTES, heartbeat=20)
     await ws.prepare(request)
     app, code = request.app, request.match_info["code"].upper()
-    cfg = app[CONFIG]
     try:
-        verify_token(request.query.get("token", ""), code, cfg.server.api_key)
+        verify_token(request.query.get("token", ""), code, app[CONFIG].server.api_key)
     except TokenError as exc:
+        _reject_token(request, code, str(exc))
         kind: p.ErrorCode = "token_expired" if "expired" in str(exc) else "unauthorized"
         return await _refuse(ws, kind, str(exc))
     if HUB not in app or not app[HUB].ready:
         return await _refuse(ws, "at_capacity", "models are still warming up; retry shortly")
-    if code in app[LIVE]:
-        return await _refuse(ws, "session_busy", "another connection holds this session")
-    if len(app[LIVE]) >= cfg.server.max_sessions:
-        return await _refuse(
-            ws, "at_capacity", f"this worker holds {cfg.server.max_sessions} sessions"
-        )
-    record = await _record(request, code)
-    if isinstance(record, tuple):
-        return await _refuse(ws, *record)
-    session = VivaSession(record, app[HUB], app[DATABASE].writer, app[DATABASE].config, ws)
-    app[LIVE][code] = session
     try:
-        await session.run()
-    except Exception:
-        log.exception("session %s failed", code)
-        if not ws.closed:
-            await _refuse(ws, "internal_error", "the session failed; reconnect to resume")
-    finally:
-        app[LIVE].pop(code, None)
-        if not ws.closed:
-            await ws.close(code=p.CloseCode.NORMAL)
+        session = await app[LIVE].open(code, lambda: _new_session(request, code))
+    except Refused as exc:
+        return await _refuse(ws, exc.code, exc.message)
+    await session.serve(ws)
+    if not ws.closed:
+        await _refuse(ws, "internal_error", "the session failed; reconnect to resume")
     return ws

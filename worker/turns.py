@@ -87,6 +87,15 @@ class TurnDetector:
     def examiner_stopped(self) -> None:
         self._examiner_since = None
 
+    def cut(self) -> SpeechStopped:
+        """End the answer in progress now (its time is up), as if silence had come."""
+        if self._speech_start is None:
+            raise RuntimeError("no answer in progress")
+        end = self._silence_from if self._silence_from is not None else self.now_ms
+        event = SpeechStopped(self._speech_start, end)
+        self.reset()
+        return event
+
     def reset(self) -> None:
         self._run_start = self._speech_start = self._silence_from = None
         self._paused = False

@@ -46,6 +46,7 @@ async def compute_and_store_result(
     total_questions: int,
     max_score_per_question: float,
     result_id: int,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Compute the session's result from its evaluations and upsert it (keyed by session)."""
     sess = (
@@ -62,7 +63,7 @@ async def compute_and_store_result(
         answers,
         total_questions,
         max_score_per_question,
-        extra={"status": sess.status, "scenario_id": sess.scenario_id},
+        extra={**(extra or {}), "status": sess.status, "scenario_id": sess.scenario_id},
     )
     now = utcnow()
     values: dict[str, Any] = {

@@ -154,7 +154,9 @@ def test_client_event_round_trip(event: WireEvent) -> None:
 
 def test_dump_is_compact_and_keeps_nulls() -> None:
     text = dump(ResponseDoneEvent(response_id="r", latency_ms=None, audio_ms=0))
-    assert text == '{"type":"response.done","response_id":"r","latency_ms":null,"audio_ms":0}'
+    assert text == (
+        '{"type":"response.done","response_id":"r","latency_ms":null,"audio_ms":0,"stages_ms":null}'
+    )
 
 
 def test_session_created_announces_version_and_formats() -> None:

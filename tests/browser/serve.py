@@ -1,0 +1,31 @@
+"""The worker with the student page, as the browser tests run it: `python -m tests.browser.serve`.
+
+Configured like `handler.py --serve` (config.yaml, then the environment). It differs only in
+adding the page routes itself, which keeps the tests independent of whether `build_app` does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from aiohttp import web
+
+from worker.config import load_config
+from worker.pages import add_page_routes
+from worker.server import build_app
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=os.environ.get("LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    config = load_config(os.environ.get("VIVA_CONFIG", "config.yaml"), os.environ)
+    app = build_app(config)
+    add_page_routes(app)  # a no-op once build_app registers them
+    web.run_app(app, host=config.server.host, port=config.server.port, print=None)
+
+
+if __name__ == "__main__":
+    main()

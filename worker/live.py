@@ -1,0 +1,128 @@
+"""The sessions this process holds: admission, reconnects, a live feed for monitors, shutdown.
+
+A session lives from its first connection until it finishes, whether or not a student is
+connected at the moment: a dropped connection leaves it waiting for the same token to come back
+within the grace period. Each session runs as one task owned here; `shutdown()` stops them all
+(every student gets a final event and a result) within a bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from worker import protocol as p
+from worker.metrics import LIVE_SESSIONS
+
+if TYPE_CHECKING:
+    from worker.session import VivaSession
+
+log = logging.getLogger(__name__)
+WATCH_QUEUE = 256  # a monitor that falls this far behind loses the oldest updates
+
+
+class Refused(Exception):
+    def __init__(self, code: p.ErrorCode, message: str):
+        super().__init__(message)
+        self.code: p.ErrorCode = code
+        self.message = message
+
+
+class LiveSessions:
+    def __init__(self, max_sessions: int):
+        self.max_sessions = max_sessions
+        self.accepting = True
+        self._sessions: dict[str, VivaSession] = {}
+        self._opening: set[str] = set()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._watchers: set[asyncio.Queue[dict[str, Any]]] = set()
+
+    def __len__(self) -> int:
+        return len(self._sessions) + len(self._opening)
+
+    def __contains__(self, code: str) -> bool:
+        return code in self._sessions
+
+    def get(self, code: str) -> VivaSession | None:
+        return self._sessions.get(code)
+
+    def summaries(self) -> list[dict[str, Any]]:
+        return [s.summary() for s in self._sessions.values()]
+
+    def check_capacity(self) -> None:
+        if not self.accepting:
+            raise Refused("at_capacity", "this worker is shutting down")
+        if len(self) >= self.max_sessions:
+            raise Refused("at_capacity", f"this worker holds {self.max_sessions} sessions")
+
+    async def open(self, code: str, make: Callable[[], Awaitable[VivaSession]]) -> VivaSession:
+        """The live session for `code`: the one waiting for its student to come back, or a new
+        one made by `make()` and started. Raises Refused (busy, full, shutting down)."""
+        existing = self._sessions.get(code)
+        if existing is not None:
+            if existing.connected or existing.ending:
+                raise Refused("session_busy", "another connection holds this session")
+            return existing
+        if code in self._opening:
+            raise Refused("session_busy", "another connection is opening this session")
+        self.check_capacity()
+        self._opening.add(code)
+        try:
+            session = await make()
+        finally:
+            self._opening.discard(code)
+        session.on_change = self.publish
+        self._sessions[code] = session
+        LIVE_SESSIONS.set(len(self._sessions))
+        self._tasks[code] = asyncio.create_task(self._run(code, session), name=f"session {code}")
+        return session
+
+    async def _run(self, code: str, session: VivaSession) -> None:
+        try:
+            await session.run()
+        except Exception:
+            log.exception("session %s failed", code)
+        finally:
+            self._sessions.pop(code, None)
+            self._tasks.pop(code, None)
+            LIVE_SESSIONS.set(len(self._sessions))
+            self.publish({"session_code": code, "state": "gone"})
+
+    # --- monitors ----------------------------------------------------------------------------
+
+    def publish(self, update: dict[str, Any]) -> None:
+        for queue in self._watchers:
+            if queue.full():
+                queue.get_nowait()
+            queue.put_nowait(update)
+
+    @contextlib.asynccontextmanager
+    async def watch(self) -> AsyncIterator[asyncio.Queue[dict[str, Any]]]:
+        """Updates (a session's summary, or `{"state": "gone"}`) as they happen."""
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(WATCH_QUEUE)
+        self._watchers.add(queue)
+        try:
+            yield queue
+        finally:
+            self._watchers.discard(queue)
+
+    # --- shutdown ----------------------------------------------------------------------------
+
+    async def shutdown(self, timeout_s: float) -> None:
+        """Stop taking sessions, end every live one (final events, results written), and wait
+        at most `timeout_s`; sessions still running then are cancelled."""
+        self.accepting = False
+        for session in list(self._sessions.values()):
+            session.stop("server_shutdown")
+        tasks = list(self._tasks.values())
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=timeout_s)
+        for task in pending:
+            log.warning("%s did not end in %.0f s; cancelling it", task.get_name(), timeout_s)
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=5)

@@ -1,0 +1,107 @@
+"""Scoring one answer off the voice path: write the answer, evaluate it, wait (boundedly) for the
+turn's latency so the evaluation row carries it, write the evaluation.
+
+A failure here is logged and leaves the answer without an evaluation; it never ends the session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from db import ops
+from models.base import LLM, Transcript
+from worker import protocol as p
+from worker.config import ExamConfig
+from worker.evaluators import evaluate
+from worker.exam import Evaluate
+from worker.grading import ScoredAnswer
+
+log = logging.getLogger(__name__)
+LATENCY_WAIT_S = 30.0  # a reply cut by a barge-in may never produce a first audio byte
+
+
+@dataclass(frozen=True)
+class ScoringContext:
+    session_id: int
+    llm: LLM
+    exam: ExamConfig
+    enqueue: Callable[[ops.Op], None]
+    emit: Callable[[p.WireEvent], None]
+    answered: Callable[[], int]
+
+
+async def score_answer(
+    ctx: ScoringContext,
+    d: Evaluate,
+    transcript: Transcript | None,
+    duration_s: float,
+    latency_f: asyncio.Future[float] | None,
+) -> ScoredAnswer | None:
+    answer = ops.upsert(
+        "answers",
+        session_id=ctx.session_id,
+        question_bank_id=d.question.id,
+        question_number=d.question.number,
+        transcribed_text=d.transcript,
+        answer_text=d.transcript,
+        confidence_score=transcript.confidence if transcript else None,
+        audio_duration_seconds=duration_s,
+    )
+    ctx.enqueue(answer)
+    try:
+        result = await evaluate(
+            ctx.exam.evaluator,
+            d.question,
+            d.transcript,
+            llm=ctx.llm,
+            threshold=ctx.exam.keyword_matching_threshold,
+        )
+    except Exception:
+        number, session = d.question.number, ctx.session_id
+        log.exception("could not score question %d of session %d", number, session)
+        return None
+    latency = None
+    if latency_f is not None:
+        await asyncio.wait({latency_f}, timeout=LATENCY_WAIT_S)
+        if latency_f.done() and not latency_f.cancelled():
+            latency = latency_f.result()
+    ctx.enqueue(
+        ops.upsert(
+            "evaluations",
+            answer_id=answer.row["id"],
+            session_id=ctx.session_id,
+            evaluator_type=result.evaluator_type,
+            score_obtained=result.score_obtained,
+            max_score=result.max_score,
+            percentage_correct=result.percentage_correct,
+            feedback=result.feedback,
+            feedback_type=result.feedback_type,
+            matched_keywords=list(result.matched_keywords),
+            missing_keywords=list(result.missing_keywords),
+            latency_ms=latency,
+            processing_time_ms=result.processing_time_ms,
+        )
+    )
+    ctx.enqueue(ops.session_update(ctx.session_id, questions_answered=ctx.answered()))
+    if ctx.exam.show_scores:
+        ctx.emit(
+            p.ExamEvaluationEvent(
+                question_number=d.question.number,
+                score=result.score_obtained,
+                max_score=result.max_score,
+                feedback_type=result.feedback_type,
+                feedback=result.feedback,
+            )
+        )
+    return ScoredAnswer(
+        d.question.number,
+        d.question.text,
+        d.transcript,
+        result.score_obtained,
+        result.max_score,
+        result.feedback_type,
+        latency,
+    )
