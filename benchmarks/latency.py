@@ -279,8 +279,8 @@ def plot(result: dict[str, Any], records: Sequence[TurnRecord], path: Path) -> N
     }
     for label, values in series.items():
         if values:
-            xs = sorted(values)
-            ys = [(i + 1) / len(xs) for i in range(len(xs))]
+            xs = [min(values), *sorted(values)]
+            ys = [0.0] + [(i + 1) / len(values) for i in range(len(values))]
             cdf.step(xs, ys, where="post", label=f"{label}, p50 {percentile(xs, 50):.0f} ms")
     cdf.axvline(400, color="grey", linestyle=":", label="400 ms budget")
     cdf.set(xlabel="ms", ylabel="fraction of turns", ylim=(0, 1.02))
@@ -294,9 +294,14 @@ def plot(result: dict[str, Any], records: Sequence[TurnRecord], path: Path) -> N
     for name, value in _disjoint(stages).items():
         stack.bar(0, value, bottom=bottom, label=f"{name} {value:.0f}")
         bottom += value
-    turn_p50 = result["turn_latency_ms"].get("p50")
-    if turn_p50:
-        stack.axhline(turn_p50, color="black", linestyle="--", label=f"turn p50 {turn_p50:.0f}")
+    # The endpoint wait comes before the turn latency starts; the rest should fit inside it.
+    turn_p50, v2v_p50 = result["turn_latency_ms"].get("p50"), result["v2v_ms"].get("p50")
+    wait = stages.get("endpoint_wait", 0.0)
+    if turn_p50 is not None:
+        label = f"{'endpoint wait + ' if wait else ''}turn p50 {wait + turn_p50:.0f}"
+        stack.axhline(wait + turn_p50, color="black", linestyle="--", label=label)
+    if v2v_p50 is not None:
+        stack.axhline(v2v_p50, color="grey", linestyle=":", label=f"v2v p50 {v2v_p50:.0f}")
     stack.set(xticks=[], ylabel="ms (p50)")
     stack.set_title("stage p50s", fontsize=10)
     if stack.get_legend_handles_labels()[0]:

@@ -2,6 +2,10 @@
 not wait behind a second of speech), and examiner audio is paced against a clock with a small
 lead, so a barge-in leaves little queued audio for the client to flush.
 
+A response's own events (`exam.question`, `response.created`) travel in band with its audio, so
+the client sees one response open at a time: the next one is announced when the previous one's
+last audio has gone out. `open_response` is the response the client is hearing now.
+
 Both queues are bounded. Audio producers wait when the audio queue is full (that is the pacing);
 control events are small and rare, so a full control queue, or a socket that accepts nothing for
 `send_timeout_s`, means the client stopped reading: `SlowConsumer` ends the connection (close
@@ -44,7 +48,9 @@ class Outbox:
         self._on_first_audio = on_first_audio
         self._on_response_end = on_response_end
         self.control: asyncio.Queue[str] = asyncio.Queue(CONTROL_EVENTS)
-        self.audio: asyncio.Queue[tuple[str, str, bytes]] = asyncio.Queue(AUDIO_ITEMS)
+        # (response id, transcript text, pcm), or (response id, event JSON, START) to open one
+        self.audio: asyncio.Queue[tuple[str, str, bytes | None]] = asyncio.Queue(AUDIO_ITEMS)
+        self.open_response: str | None = None
         self.sent_ms = 0.0  # audio sent for the response in progress
         self.audio_seconds = 0.0  # all examiner audio sent on this connection
         self._play_until = 0.0
@@ -61,21 +67,33 @@ class Outbox:
         except asyncio.QueueFull:
             raise SlowConsumer(f"{CONTROL_EVENTS} events unread") from None
 
+    async def start_response(self, response_id: str, events: list[p.WireEvent]) -> None:
+        for event in events:
+            await self.audio.put((response_id, p.dump(event), None))
+
     async def put_audio(self, response_id: str, text: str, pcm: bytes) -> None:
         await self.audio.put((response_id, text, pcm))
 
     async def end_response(self, response_id: str) -> None:
         await self.audio.put((response_id, "", b""))
 
-    def cancel(self, response_id: str) -> int:
-        """Send nothing more of `response_id` (barge-in); returns the ms of it already sent."""
-        self._cancelled = {response_id, *list(self._cancelled)[:7]}
+    def cancel(self) -> tuple[str | None, int]:
+        """Send nothing more of anything queued (barge-in): returns the response the client was
+        hearing, if any, and the ms of its audio already sent."""
+        cut: set[str] = set()
         while not self.audio.empty():
-            self.audio.get_nowait()
+            cut.add(self.audio.get_nowait()[0])
             self.audio.task_done()
+        heard, self.open_response = self.open_response, None
+        self._cancelled = {*cut, *([heard] if heard else []), *list(self._cancelled)[:16]}
         sent, self.sent_ms = self.sent_ms, 0.0
         self._play_until = self.clock()  # the client drops what it had buffered
-        return int(sent)
+        return heard, int(sent)
+
+    @property
+    def busy(self) -> bool:
+        """A response is being heard or is queued."""
+        return self.open_response is not None or not self.audio.empty()
 
     async def drained(self) -> None:
         await self.audio.join()
@@ -109,11 +127,17 @@ class Outbox:
             await self._send(self.control.get_nowait())
             self.control.task_done()
 
-    async def _send_audio(self, rid: str, text: str, pcm: bytes) -> None:
+    async def _send_audio(self, rid: str, text: str, pcm: bytes | None) -> None:
         if rid in self._cancelled:
+            return
+        if pcm is None:  # a response opens
+            self.open_response = rid
+            await self._drain_control()
+            await self._send(text)
             return
         if not pcm:
             if not text:
+                self.open_response = None
                 self._on_response_end(rid, int(self.sent_ms))
                 self.sent_ms = 0.0
                 return

@@ -44,8 +44,9 @@ async def _models_ctx(app: web.Application) -> AsyncIterator[None]:
     await hub.close()
 
 
-async def _sessions_ctx(app: web.Application) -> AsyncIterator[None]:
-    yield
+async def _end_sessions(app: web.Application) -> None:
+    """on_shutdown runs before aiohttp waits for (then cancels) open handlers, so every live
+    session can still say goodbye and hand its result to the writer."""
     await app[LIVE].shutdown(app[CONFIG].server.shutdown_timeout_seconds)
 
 
@@ -92,7 +93,7 @@ def build_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(_loop_lag_ctx)
     app.cleanup_ctx.append(_database_ctx)
     app.cleanup_ctx.append(_models_ctx)
-    app.cleanup_ctx.append(_sessions_ctx)  # cleaned up first: sessions end before models go
+    app.on_shutdown.append(_end_sessions)
     add_routes(app)
     app.router.add_get("/v1/sessions/{code}/stream", stream)
     app.router.add_get("/ping", ping)

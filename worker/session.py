@@ -211,8 +211,8 @@ class VivaSession:
                     await self._carry_out(self.flow.resume(), None)
                 else:
                     await self._carry_out(self.flow.start(), None)
-        except* (_Dropped, _Over):
-            pass
+        except* (_Dropped, _Over, ConnectionResetError):
+            pass  # ConnectionResetError: the socket closed under a send
         except* SlowConsumer as group:
             log.warning("session %s: %s; disconnecting", self.r.code, group.exceptions[0])
             WS_ERRORS.labels("slow_consumer").inc()
@@ -257,9 +257,8 @@ class VivaSession:
         self._heard: list[np.ndarray] = []  # every chunk since the last answer ended
         self._heard_from_ms = 0
         self._spec: tuple[int, asyncio.Task[Transcript]] | None = None
-        self._response: asyncio.Task[None] | None = None
-        self._response_id: str | None = None
-        self._saying: list[Say] = []  # what the open response still has to say, from the current
+        self._response: asyncio.Task[None] | None = None  # producing the reply's audio
+        self._queued: dict[str, Say] = {}  # responses made and not yet heard out, in order
         self._interrupted: list[Say] = []  # what a barge-in cut, to resume if it had no words
         self._turn_end: float | None = None
         self._turn_latency: asyncio.Future[float] | None = None
@@ -319,7 +318,7 @@ class VivaSession:
         if isinstance(event, p.PingEvent):
             self._emit(p.PongEvent(event_id=event.event_id))
         elif isinstance(event, p.ResponseCancelEvent):
-            if event.response_id in (None, self._response_id):
+            if event.response_id in (None, self.out.open_response):
                 self._cancel_response("client_cancel")
         elif isinstance(event, p.ExamRepeatEvent):
             self._cancel_response("client_cancel")
@@ -362,7 +361,7 @@ class VivaSession:
             await self._answer_ended(self.turns.cut())  # time is up mid-answer: take what was said
             return
         decisions: list[Decision] = []
-        if self._quiet_since is not None and self._response is None and not self.turns.in_speech:
+        if self._quiet_since is not None and not self._speaking and not self.turns.in_speech:
             decisions += self.flow.silence(self.clock() - self._quiet_since)
         decisions += self.flow.tick()
         if decisions:
@@ -381,9 +380,9 @@ class VivaSession:
             self._emit(
                 p.SpeechStartedEvent(item_id=f"item_{event.at_ms}", audio_start_ms=event.at_ms)
             )
-        elif isinstance(event, BargeIn) and self._response is not None:
+        elif isinstance(event, BargeIn) and self._speaking:
             BARGE_INS.inc()
-            self._interrupted = list(self._saying)
+            self._interrupted = list(self._queued.values())
             self._cancel_response("barge_in")
         elif isinstance(event, Paused) and self.turns.speech_start_ms is not None:
             # Transcribe during the silence: if the answer really ended, the text is ready.
@@ -421,7 +420,7 @@ class VivaSession:
         if any(isinstance(d, Ignored) for d in decisions):
             # Nothing to answer. If the student's noise cut the examiner off, pick up again.
             resume, self._interrupted = self._interrupted, []
-            if resume and self._response is None:
+            if resume and not self._speaking:
                 self._start_response(resume, None)
             return
         self._interrupted = []
@@ -456,27 +455,32 @@ class VivaSession:
             self.ending = True
             self._tg.create_task(self._close_when_spoken(finish), name="close")
 
+    @property
+    def _speaking(self) -> bool:
+        """The examiner is talking, or about to (a reply is being made or queued)."""
+        running = self._response is not None and not self._response.done()
+        return running or self.out.busy
+
     def _start_response(self, says: list[Say], heard: _Heard | None) -> None:
         self._cancel_response("barge_in")  # the student spoke over it; they were not listening
         assert self._tg is not None
-        self._saying = list(says)
         self._response = self._tg.create_task(self._respond(says, heard), name="respond")
 
     async def _respond(self, says: list[Say], heard: _Heard | None) -> None:
         """One protocol response per spoken part (acknowledgement, question, ...), in order."""
         stages = heard.stages if heard is not None else None
-        for i, say in enumerate(says):
-            self._saying = says[i:]
+        for say in says:
             rid = f"resp_{next(self._ids)}"
-            self._response_id = rid
+            self._queued[rid] = say
+            opening: list[p.WireEvent] = []
             q = self.flow.current
             if say.kind in ("question", "repeat") and q is not None:
-                self._emit(
-                    p.ExamQuestionEvent(number=q.number, total=len(self.r.questions), text=q.text)
-                )
+                total = len(self.r.questions)
+                opening.append(p.ExamQuestionEvent(number=q.number, total=total, text=q.text))
                 self._enqueue(ops.session_update(self.r.session_id, current_question=q.number))
                 self._changed()
-            self._emit(p.ResponseCreatedEvent(response_id=rid, kind=say.kind))
+            opening.append(p.ResponseCreatedEvent(response_id=rid, kind=say.kind))
+            await self.out.start_response(rid, opening)
             items: AsyncIterator[tuple[str, bytes]]
             ack_by_llm = self.cfg.exam.acknowledgement == "llm"
             if say.kind == "acknowledge" and ack_by_llm and heard and heard.transcript.text:
@@ -488,23 +492,20 @@ class VivaSession:
                 await self.out.put_audio(rid, text, pcm)
             await self.out.end_response(rid)
             stages = None
-        self._saying = []
 
     def _cancel_response(self, reason: p.CancelReason) -> None:
-        if self._response is None or self._response.done():
-            self._response = None
+        if not self._speaking:
             return
-        self._response.cancel()
-        self._response = None
-        self._saying = []
-        audio_ms = self.out.cancel(self._response_id or "")
+        if self._response is not None:
+            self._response.cancel()
+            self._response = None
+        self._queued.clear()
+        heard, audio_ms = self.out.cancel()
         self.turns.examiner_stopped()
         self._quiet_since = self.clock()
-        if self._response_id is not None:
+        if heard is not None:  # responses the client never heard of vanish silently
             self._emit(
-                p.ResponseCancelledEvent(
-                    response_id=self._response_id, reason=reason, audio_ms=audio_ms
-                )
+                p.ResponseCancelledEvent(response_id=heard, reason=reason, audio_ms=audio_ms)
             )
 
     def _first_audio(self, _rid: str) -> None:
@@ -524,6 +525,7 @@ class VivaSession:
         self._changed()
 
     def _response_done(self, rid: str, audio_ms: int) -> None:
+        self._queued.pop(rid, None)
         latency, stages = self._done_stages if self._done_stages else (None, None)
         self._done_stages = None
         self._emit(

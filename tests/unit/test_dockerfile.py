@@ -32,6 +32,7 @@ LOCK = ROOT / "requirements.lock"
 
 # Versions the CUDA wheels pin differently from the cpu lock (documented in requirements-gpu.txt).
 CUDA_PINNED = {"torch", "triton", "apache-tvm-ffi"}
+PIP = re.compile(r"pip(3(\.\d+)?)?")  # pip, pip3, /opt/venv/bin/pip3.11, python -m pip
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([0-9][A-Za-z0-9.+!_-]*)$")
 
 
@@ -314,7 +315,8 @@ def test_every_pip_install_is_the_pinned_lock_without_deps() -> None:
     for stage in stages():
         for shell in run_commands(stage):
             for cmd in simple_commands(shell):
-                if "pip" in cmd and "install" in cmd[cmd.index("pip") :]:
+                pips = [i for i, w in enumerate(cmd) if PIP.fullmatch(Path(w).name)]
+                if pips and "install" in cmd[pips[0] :]:
                     installs.append(cmd)
     assert installs, "no pip install found"
     for cmd in installs:

@@ -247,7 +247,7 @@ class Session {
   updateIndicator() {
     const s = this.speaking;
     let state = 'listening';
-    let text = 'Listening — answer when you are ready';
+    let text = 'Listening';
     if (this.ended || this.final) [state, text] = ['idle', 'Session over'];
     else if (!this.ready) [state, text] = ['offline', 'Not connected'];
     else if (s.student) [state, text] = ['student', 'You are speaking'];
@@ -272,6 +272,7 @@ const HANDLERS = {
     this.ready = true;
     this.outRate = e.output_audio_format.sample_rate;
     const back = this.lostAt !== null || e.resumed;
+    debug.resumed = Boolean(e.resumed);
     this.lostAt = null;
     setStatus(back ? 'Reconnected — the viva goes on.' : 'Connected — the examiner will start shortly.', 'ok');
     showAlert('');
@@ -300,7 +301,8 @@ const HANDLERS = {
       $('latency').textContent = ms(e.latency_ms);
       $('latency-avg').textContent = ms(avg);
       const stages = Object.entries(e.stages_ms || {}).filter(([, v]) => typeof v === 'number');
-      $('stages').textContent = stages.map(([k, v]) => `${k.replace(/_/g, ' ')} ${Math.round(v)}`).join(' · ');
+      const parts = stages.map(([k, v]) => `${k.replace(/_/g, ' ')} ${Math.round(v)}`);
+      $('stages').textContent = parts.length ? `Stages (ms): ${parts.join(' · ')}` : '';
     }
   },
   'response.cancelled'(e) {
