@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from models.hub import load_hub
+from models.hub import Hub, load_hub
 from worker.api import CONFIG, DATABASE, LIVE, add_routes
 from worker.config import Config
 from worker.live import LiveSessions
@@ -85,14 +85,20 @@ async def metrics(_request: web.Request) -> web.Response:
     return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def build_app(config: Config) -> web.Application:
+def build_app(config: Config, hub: Hub | None = None) -> web.Application:
+    """The worker's application; `hub`: models already loaded (tests share one across apps),
+    which the application then uses but does not close."""
     app = web.Application()
     app[CONFIG] = config
     app[LIVE] = LiveSessions(config.server.max_sessions)
     app[LOOP_LAG] = LoopLag()
     app.cleanup_ctx.append(_loop_lag_ctx)
     app.cleanup_ctx.append(_database_ctx)
-    app.cleanup_ctx.append(_models_ctx)
+    if hub is None:
+        app.cleanup_ctx.append(_models_ctx)
+    else:
+        app[HUB] = hub
+        app[PROMPTS] = PromptCache(hub.tts)
     app.on_shutdown.append(_end_sessions)
     add_routes(app)
     app.router.add_get("/v1/sessions/{code}/stream", stream)
