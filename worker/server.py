@@ -16,14 +16,14 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from models.hub import Hub, load_hub
+from models.hub import Hub
 from worker.api import CONFIG, DATABASE, LIVE, add_routes
 from worker.config import Config
 from worker.live import LiveSessions
 from worker.metrics import LoopLag
 from worker.resources import open_database
-from worker.speaker import PromptCache
-from worker.stream import HUB, PROMPTS, stream
+from worker.stream import stream
+from worker.warmup import MODELS, Models, models_ctx
 
 LOOP_LAG = web.AppKey("loop_lag", LoopLag)
 
@@ -34,14 +34,6 @@ async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
     async with open_database(app[CONFIG]) as database:
         app[DATABASE] = database
         yield
-
-
-async def _models_ctx(app: web.Application) -> AsyncIterator[None]:
-    hub = await load_hub(app[CONFIG].models)
-    app[HUB] = hub
-    app[PROMPTS] = PromptCache(hub.tts)
-    yield
-    await hub.close()
 
 
 async def _end_sessions(app: web.Application) -> None:
@@ -61,7 +53,9 @@ async def _loop_lag_ctx(app: web.Application) -> AsyncIterator[None]:
 async def ping(request: web.Request) -> web.Response:
     """RunPod's load-balancer convention: 204 while warming, 200 when ready."""
     app = request.app
-    ready = DATABASE in app and app[DATABASE].writer.healthy and HUB in app and app[HUB].ready
+    if app[MODELS].error is not None:
+        return web.Response(status=503)
+    ready = DATABASE in app and app[DATABASE].writer.healthy and app[MODELS].ready
     return web.Response(status=200 if ready else 204)
 
 
@@ -73,12 +67,18 @@ async def healthz(request: web.Request) -> web.Response:
         "status": "ok" if healthy else "degraded",
         "profile": request.app[CONFIG].profile,
         "writer": writer,
-        "models": request.app[HUB].describe() if HUB in request.app else {"ready": False},
+        "models": _models_health(request.app[MODELS]),
         "sessions": len(request.app[LIVE]),
         "accepting": request.app[LIVE].accepting,
         "loop_lag_ms": request.app[LOOP_LAG].summary(),
     }
     return web.json_response(body, status=200 if healthy else 503)
+
+
+def _models_health(models: Models) -> dict[str, object]:
+    if models.hub is not None:
+        return models.hub.describe()
+    return {"ready": False, "error": models.error}
 
 
 async def metrics(_request: web.Request) -> web.Response:
@@ -94,11 +94,11 @@ def build_app(config: Config, hub: Hub | None = None) -> web.Application:
     app[LOOP_LAG] = LoopLag()
     app.cleanup_ctx.append(_loop_lag_ctx)
     app.cleanup_ctx.append(_database_ctx)
+    app[MODELS] = Models()
     if hub is None:
-        app.cleanup_ctx.append(_models_ctx)
+        app.cleanup_ctx.append(models_ctx(config))
     else:
-        app[HUB] = hub
-        app[PROMPTS] = PromptCache(hub.tts)
+        app[MODELS].use(hub)
     app.on_shutdown.append(_end_sessions)
     add_routes(app)
     app.router.add_get("/v1/sessions/{code}/stream", stream)

@@ -14,19 +14,16 @@ from db import ops
 from db.queries.questions import questions_for
 from db.queries.sessions import get_by_code
 from db.tables import User
-from models.hub import Hub
 from worker import protocol as p
 from worker.api import CONFIG, DATABASE, LIVE
 from worker.evaluators import Question
 from worker.live import Refused
 from worker.metrics import WS_ERRORS
 from worker.session import SessionRecord, VivaSession
-from worker.speaker import PromptCache
 from worker.tokens import TokenError, verify_token
+from worker.warmup import MODELS
 
 log = logging.getLogger(__name__)
-HUB = web.AppKey("hub", Hub)
-PROMPTS = web.AppKey("prompts", PromptCache)
 
 
 async def _refuse(
@@ -67,7 +64,10 @@ async def _new_session(request: web.Request, code: str) -> VivaSession:
     record = SessionRecord(
         sess.id, sess.session_code, sess.user_id, questions, student, sess.college_type
     )
-    return VivaSession(record, app[HUB], app[DATABASE].writer, app[DATABASE].config, app[PROMPTS])
+    models = app[MODELS]
+    assert models.hub is not None and models.prompts is not None  # checked before
+    database = app[DATABASE]
+    return VivaSession(record, models.hub, database.writer, database.config, models.prompts)
 
 
 def _reject_token(request: web.Request, code: str, reason: str) -> None:
@@ -96,7 +96,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
         _reject_token(request, code, str(exc))
         kind: p.ErrorCode = "token_expired" if "expired" in str(exc) else "unauthorized"
         return await _refuse(ws, kind, str(exc))
-    if HUB not in app or not app[HUB].ready:
+    if not app[MODELS].ready:
         return await _refuse(ws, "at_capacity", "models are still warming up; retry shortly")
     try:
         session = await app[LIVE].open(code, lambda: _new_session(request, code))

@@ -191,7 +191,9 @@ def test_dropped_connection_reconnects_and_resumes(
     )
     assert _debug(page, "resumed") is True
     assert page.locator("#question").inner_text() == question
-    assert _debug(page, "connects") >= 2
+    connects = _debug(page, "connects")
+    assert connects >= 2
+    print(f"reconnected on connection {connects}; status: {_debug(page, 'statusLog')[-4:]}")
     page.get_by_role("button", name="End the viva").click()
     _wait(
         launched,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,14 @@ def server_config(db_url: str, journal_dir: str, **settings: Any) -> Config:
             **settings,
         },
     )
+
+
+async def wait_ready(client: Any, within: float = 30) -> None:
+    """Models warm in the background after start-up; `/ping` turns 200 when they are ready."""
+    deadline = asyncio.get_running_loop().time() + within
+    while (await client.get("/ping")).status != 200:
+        assert asyncio.get_running_loop().time() < deadline, "worker not ready"
+        await asyncio.sleep(0.05)
 
 
 @dataclass

@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import select
 
 from db.tables import Answer, Evaluation, Result
-from tests.db.helpers import AUTH, server_config
+from tests.db.helpers import AUTH, server_config, wait_ready
 from worker.server import build_app
 
 CLIP = Path(__file__).resolve().parents[1] / "data" / "clips" / "law_contract.wav"
@@ -31,6 +31,7 @@ def _clip_pcm() -> bytes:
 async def client(db_url: str, tmp_path) -> AsyncIterator[TestClient]:  # type: ignore[no-untyped-def]
     cfg = server_config(db_url, str(tmp_path / "journal"))
     async with TestClient(TestServer(build_app(cfg))) as c:
+        await wait_ready(c)
         yield c
 
 

@@ -26,19 +26,16 @@ const END_MESSAGES = {
 };
 
 const $ = (id) => document.getElementById(id);
-const params = new URLSearchParams(location.search);
 
 // Read by the browser tests; harmless for everyone else.
 const debug = {
   bytesReceived: 0, framesPlayed: 0, framesSent: 0, connects: 0, playing: false,
   events: [], statusLog: [], latencies: [],
-  dropConnection: () => session && session.ws && session.ws.close(4900, 'simulated drop'),
+  dropConnection: () => session && session.abandon('simulated network drop'),
 };
 window.vivaDebug = debug;
 
 let session = null; // the one live session of this page
-
-// --- small view helpers ---------------------------------------------------------------------
 
 function show(id, visible = true) { $(id).hidden = !visible; }
 
@@ -186,11 +183,7 @@ class Session {
   ping() {
     if (!this.ready) return;
     if (Date.now() - this.lastHeard > SILENT_LINK_MS) {
-      // A half-open link never fires `close` by itself: give up on it and reconnect.
-      const dead = this.ws;
-      this.ws = null;
-      dead.close(4901, 'no reply');
-      this.onClose(1006, 'no reply from the server');
+      this.abandon('no reply from the server'); // a half-open link never fires `close`
       return;
     }
     const id = `p${Date.now()}`;
@@ -216,6 +209,16 @@ class Session {
     const handler = HANDLERS[event.type];
     if (handler) handler.call(this, event); // unknown events are ignored (protocol versioning)
     this.updateIndicator();
+  }
+
+  // Give up on the current socket as a network failure would (close code 1006). Its own close
+  // event is ignored: the browser would report the code the server echoes back (1000).
+  abandon(reason) {
+    const dead = this.ws;
+    if (!dead) return;
+    this.ws = null;
+    dead.close(4900, reason);
+    this.onClose(1006, reason);
   }
 
   onClose(code, reason) {
@@ -274,10 +277,10 @@ const HANDLERS = {
     const back = this.lostAt !== null || e.resumed;
     debug.resumed = Boolean(e.resumed);
     this.lostAt = null;
-    setStatus(back ? 'Reconnected — the viva goes on.' : 'Connected — the examiner will start shortly.', 'ok');
+    setStatus(back ? 'Reconnected — the viva goes on.'
+      : 'Connected — the examiner will start shortly.', 'ok');
     showAlert('');
     $('session-label').textContent = `Session ${e.session_code} · ${e.question_count} questions`;
-    show('session-label');
     this.send({ type: 'session.update', client_info: { app: 'web', version: PROTOCOL_VERSION } });
   },
   'input_audio_buffer.speech_started'() { this.speaking.student = true; },
@@ -312,11 +315,13 @@ const HANDLERS = {
     if (line) line.textContent += ' …';
   },
   'exam.question'(e) {
+    if ($('status').textContent.startsWith('Connected')) setStatus('The viva is under way.', 'ok');
     $('question-number').textContent = `Question ${e.number} of ${e.total}`;
     $('question').textContent = e.text;
   },
   'exam.evaluation'(e) {
-    addLine('score', `${e.score} / ${e.max_score} — ${e.feedback}`, `Q${e.question_number} ${e.feedback_type}`);
+    const note = `Q${e.question_number} ${e.feedback_type}`;
+    addLine('score', `${e.score} / ${e.max_score} — ${e.feedback}`, note);
   },
   'exam.completed'(e) {
     $('result-grade').textContent = `Grade ${e.grade}`;
@@ -366,10 +371,9 @@ async function start(code, token) {
     );
   } catch (err) {
     show('exam', false);
-    const message = MIC_MESSAGES[err.name] || `The microphone could not be opened (${err.name}: ${err.message}).`;
     setStatus('Microphone unavailable.', 'error');
-    showAlert(message);
-    document.body.dataset.mic = 'denied';
+    showAlert(MIC_MESSAGES[err.name] ||
+      `The microphone could not be opened (${err.name}: ${err.message}).`);
     return;
   }
   setStatus('Connecting to the examiner…');
@@ -380,8 +384,8 @@ async function start(code, token) {
 }
 
 function main() {
-  const code = params.get('code');
-  const token = params.get('token');
+  const params = new URLSearchParams(location.search);
+  const [code, token] = [params.get('code'), params.get('token')];
   if (code && token) {
     show('ready');
     setStatus(`Session ${code}: press Start when you are ready. The page will ask for your microphone.`);
