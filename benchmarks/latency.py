@@ -281,7 +281,7 @@ def plot(result: dict[str, Any], records: Sequence[TurnRecord], path: Path) -> N
         if values:
             xs = [min(values), *sorted(values)]
             ys = [0.0] + [(i + 1) / len(values) for i in range(len(values))]
-            cdf.step(xs, ys, where="post", label=f"{label}, p50 {percentile(xs, 50):.0f} ms")
+            cdf.step(xs, ys, where="post", label=f"{label}, p50 {percentile(values, 50):.0f} ms")
     cdf.axvline(400, color="grey", linestyle=":", label="400 ms budget")
     cdf.set(xlabel="ms", ylabel="fraction of turns", ylim=(0, 1.02))
     cdf.set_title(

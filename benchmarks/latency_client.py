@@ -339,11 +339,16 @@ async def _create_session(cfg: StudentConfig, index: int) -> str:
     }
     headers = {"Authorization": f"Bearer {cfg.api_key}"}
     async with cfg.http.post(f"{cfg.base_url}/v1/sessions", json=body, headers=headers) as resp:
-        data = await resp.json(content_type=None)
-        if resp.status != 201:
-            code = (data or {}).get("error", {}).get("code", "?")
-            raise StudentFailed(f"http_{resp.status}:{code}")
-        return str(data["ws_url"])
+        text = await resp.text()
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None  # e.g. a bare 500 page
+    if resp.status != 201 or not isinstance(data, dict) or "ws_url" not in data:
+        error = data.get("error") if isinstance(data, dict) else None
+        code = error.get("code", "?") if isinstance(error, dict) else "?"
+        raise StudentFailed(f"http_{resp.status}:{code}")
+    return str(data["ws_url"])
 
 
 async def _converse(

@@ -21,6 +21,7 @@ from worker.api import CONFIG, DATABASE, LIVE, add_routes
 from worker.config import Config
 from worker.live import LiveSessions
 from worker.metrics import LoopLag
+from worker.pages import add_page_routes
 from worker.resources import open_database
 from worker.stream import stream
 from worker.warmup import MODELS, Models, models_ctx
@@ -101,6 +102,7 @@ def build_app(config: Config, hub: Hub | None = None) -> web.Application:
         app[MODELS].use(hub)
     app.on_shutdown.append(_end_sessions)
     add_routes(app)
+    add_page_routes(app)
     app.router.add_get("/v1/sessions/{code}/stream", stream)
     app.router.add_get("/ping", ping)
     app.router.add_get("/healthz", healthz)
