@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 MODELS_STAMP := .cache/models/.fetched
 
-.PHONY: venv models run test lint typecheck pytest db lock bench-db bench-models clean
+.PHONY: venv models chromium run test lint typecheck pytest db lock bench-db bench-models bench-latency clean
 
 venv: $(STAMP)
 
@@ -42,7 +42,11 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-pytest: venv models
+# The browser tests drive Debian's chromium (installed here when missing).
+chromium:
+	bash scripts/ensure_chromium.sh
+
+pytest: venv models chromium
 	$(BIN)/python -m pytest -q
 
 test: lint typecheck pytest
