@@ -55,6 +55,10 @@ bench-db: venv
 	$(BIN)/python benchmarks/db_writes.py --db sqlite --json results/db_writes_sqlite.json
 	$(BIN)/python benchmarks/db_writes.py --db postgres --json results/db_writes_postgres.json
 
+bench-latency: venv models
+	$(BIN)/python benchmarks/latency.py --profile cpu --sessions 1 --turns 6 --json results/latency_cpu.json
+	$(BIN)/python benchmarks/latency.py --profile fake --sessions 100 --turns 3 --ramp-s 10 --json results/latency_fake100.json
+
 bench-models: venv models
 	$(BIN)/python benchmarks/models.py --json results/models_cpu.json
 

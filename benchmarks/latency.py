@@ -303,7 +303,7 @@ def plot(result: dict[str, Any], records: Sequence[TurnRecord], path: Path) -> N
     if v2v_p50 is not None:
         stack.axhline(v2v_p50, color="grey", linestyle=":", label=f"v2v p50 {v2v_p50:.0f}")
     stack.set(xticks=[], ylabel="ms (p50)")
-    stack.set_title("stage p50s", fontsize=10)
+    stack.set_title("stage p50s (over turns that had the stage)", fontsize=9)
     if stack.get_legend_handles_labels()[0]:
         stack.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1, 1))
     fig.tight_layout()

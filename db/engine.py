@@ -59,7 +59,13 @@ def create_engine(cfg: DatabaseConfig, **overrides: Any) -> AsyncEngine:
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(url, **overrides)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas(cfg.sqlite_busy_timeout_ms))
-        event.listen(engine.sync_engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+        # IMMEDIATE: a transaction that reads and then writes (create a session while the
+        # writer commits) would otherwise fail at once with "database is locked", because
+        # SQLite does not wait on a read lock's upgrade; taking the write lock up front makes
+        # it wait out busy_timeout instead. Measured: 27 of 100 concurrent creates failed.
+        event.listen(
+            engine.sync_engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE")
+        )
         return engine
     kwargs: dict[str, Any] = {
         "pool_size": cfg.pool_size,

@@ -1,42 +1,33 @@
 """HTTP API for the exam platform (API key): create a session, read one, list live ones; and,
 without a key, the catalog of scenarios and guest practice sessions when the config allows them.
 
-Everything here is outside the voice path, so it uses the query layer directly; errors are
-typed JSON bodies `{"error": {"code", "message"}}`.
+Everything here is outside the voice path, so it uses the query layer directly (session creation
+is shared with the RunPod jobs in `worker.opening`); errors are typed JSON bodies
+`{"error": {"code", "message"}}`.
 """
 
 from __future__ import annotations
 
 import hmac
+import os
 import secrets
 from typing import Any, Literal, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from db.queries.audit import log_action
-from db.queries.questions import questions_for, scenarios
-from db.queries.sessions import create_session, get_by_code, list_sessions
-from db.queries.users import upsert_user
+from db.queries.questions import scenarios
+from db.queries.sessions import get_by_code, list_sessions
 from db.tables import Session
 from worker.config import CollegeType, Config
-from worker.live import LiveSessions, Refused
+from worker.live import LiveSessions
+from worker.opening import CreateSession, OpenRefused, open_session, public_ws_base, stream_url
 from worker.resources import Database
-from worker.tokens import issue_token
 
 CONFIG = web.AppKey("config", Config)
 DATABASE = web.AppKey("database", Database)
 LIVE = web.AppKey("live_sessions", LiveSessions)
 _M = TypeVar("_M", bound=BaseModel)
-
-
-class CreateSession(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    student_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
-    full_name: str | None = Field(None, max_length=255)
-    email: str | None = Field(None, max_length=255)
-    college_type: CollegeType
-    scenario_id: str = Field(min_length=1, max_length=64)
 
 
 class CreatePractice(BaseModel):
@@ -50,23 +41,25 @@ def error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": {"code": code, "message": message}}, status=status)
 
 
-def require_api_key(request: web.Request) -> web.Response | None:
+def require_api_key(request: web.Request, query: bool = False) -> web.Response | None:
+    """None when the request carries the API key, else the 401 to answer. `query`: also take
+    it from `?key=` (for EventSource, which cannot set headers)."""
     key = request.app[CONFIG].server.api_key
     given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
     given = given or request.headers.get("X-API-Key", "")
+    if query:
+        given = given or request.query.get("key", "")
     if not hmac.compare_digest(given.encode(), key.encode()):
         return error(401, "unauthorized", "a valid API key is required (Authorization: Bearer)")
     return None
 
 
 def ws_url(request: web.Request, code: str, token: str) -> str:
-    base = request.app[CONFIG].server.public_url
-    if base:
-        base = base.rstrip("/").replace("https://", "wss://").replace("http://", "ws://")
-    else:
+    base = public_ws_base(request.app[CONFIG].server, os.environ)
+    if base is None:
         scheme = "wss" if request.secure else "ws"
         base = f"{scheme}://{request.host}"
-    return f"{base}/v1/sessions/{code}/stream?token={token}"
+    return stream_url(base, code, token)
 
 
 async def _body(request: web.Request, model: type[_M]) -> _M | web.Response:
@@ -117,46 +110,24 @@ async def catalog(request: web.Request) -> web.Response:
 
 
 async def _open(request: web.Request, body: CreateSession) -> web.Response:
-    cfg, database = request.app[CONFIG], request.app[DATABASE]
-    if not database.writer.healthy:
-        return error(503, "unhealthy", "the worker's journal is over its limit; try another worker")
     try:
-        request.app[LIVE].check_capacity()
-    except Refused as exc:
-        return error(503, exc.code, exc.message)
-    async with database.sessions() as db, db.begin():
-        questions = await questions_for(db, body.college_type, body.scenario_id)
-        if not questions:
-            return error(
-                404, "unknown_scenario", f"no questions for {body.college_type}/{body.scenario_id}"
-            )
-        user = await upsert_user(
-            db,
-            body.student_id,
-            body.email,
-            full_name=body.full_name,
-            college_type=body.college_type,
-        )
-        total = min(cfg.exam.total_questions, len(questions))
-        sess = await create_session(db, user.id, body.college_type, body.scenario_id, total)
-        await log_action(
-            db,
-            "session.created",
-            session_id=sess.id,
-            user_id=user.id,
-            resource_type="session",
-            resource_id=sess.session_code,
+        opened = await open_session(
+            request.app[CONFIG],
+            request.app[DATABASE],
+            request.app[LIVE],
+            body,
             ip_address=request.remote,
             user_agent=request.headers.get("User-Agent"),
         )
-    token = issue_token(sess.session_code, cfg.server.api_key, cfg.server.student_token_ttl_seconds)
+    except OpenRefused as exc:
+        return error(exc.status, exc.code, exc.message)
     return web.json_response(
         {
-            "session_code": sess.session_code,
-            "token": token,
-            "ws_url": ws_url(request, sess.session_code, token),
-            "expires_in": cfg.server.student_token_ttl_seconds,
-            "total_questions": total,
+            "session_code": opened.code,
+            "token": opened.token,
+            "ws_url": ws_url(request, opened.code, opened.token),
+            "expires_in": opened.expires_in,
+            "total_questions": opened.total_questions,
         },
         status=201,
     )

@@ -355,7 +355,8 @@ class Conversation:
                 answer = heard.transcript.text
                 items = self.speaker.acknowledge(heard.question, answer, say.text, stages)
             else:
-                items = self.speaker.say(say.text, stages)
+                fixed = say.kind not in ("followup", "repeat")  # those carry varying words
+                items = self.speaker.say(say.text, stages, fixed=fixed)
             async for text, pcm in items:
                 await self.out.put_audio(rid, text, pcm)
             await self.out.end_response(rid)

@@ -192,11 +192,12 @@ class ExamFlow:
         return [Say(_greeting(len(self.questions)), "greeting"), self._ask()]
 
     def prompts(self) -> list[str]:
-        """Every fixed text this exam may speak, in the order it is likely needed: worth
-        synthesizing once at session start so no TTS sits on the reply path."""
-        asked = [_prompt(i, q) for i, q in enumerate(self.questions)]
+        """The fixed texts that can start a reply (and the opening), in the order they are
+        likely needed: worth synthesizing at session start so no TTS sits on the turn's
+        critical path. Later questions always follow an acknowledgement, so they are made
+        while it plays instead of competing with the student's first answers for the CPU."""
         fixed = [*ACKNOWLEDGEMENTS, MOVE_ON, TIME_UP, NUDGE, CLOSING]
-        return [_greeting(len(self.questions)), asked[0], *fixed, *asked[1:]]
+        return [_greeting(len(self.questions)), _prompt(0, self.questions[0]), *fixed]
 
     def resume(self) -> list[Decision]:
         """The student came back after a dropped connection: ask the current prompt again, with

@@ -108,6 +108,9 @@ class LoopLag:
             self._samples.append(lag * 1000)
             LOOP_LAG.observe(lag)
 
+    def reset(self) -> None:
+        self._samples.clear()
+
     def summary(self) -> dict[str, float | int]:
         values = sorted(self._samples)
         if not values:

@@ -14,13 +14,15 @@ import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from models.hub import Hub
-from worker.api import CONFIG, DATABASE, LIVE, add_routes
+from worker.api import CONFIG, DATABASE, LIVE, add_routes, error
 from worker.config import Config
 from worker.live import LiveSessions
 from worker.metrics import LoopLag
+from worker.monitor import add_monitor_routes
 from worker.pages import add_page_routes
 from worker.resources import open_database
 from worker.stream import stream
@@ -86,16 +88,29 @@ async def metrics(_request: web.Request) -> web.Response:
     return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+@web.middleware
+async def _typed_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """An unexpected failure still answers in the API's typed error shape."""
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        return error(500, "internal_error", "the worker failed on this request; see its log")
+
+
 def build_app(config: Config, hub: Hub | None = None) -> web.Application:
     """The worker's application; `hub`: models already loaded (tests share one across apps),
     which the application then uses but does not close."""
-    app = web.Application()
+    app = web.Application(middlewares=[_typed_errors])
     app[CONFIG] = config
     app[LIVE] = LiveSessions(config.server.max_sessions)
     app[LOOP_LAG] = LoopLag()
     app.cleanup_ctx.append(_loop_lag_ctx)
     app.cleanup_ctx.append(_database_ctx)
-    app[MODELS] = Models()
+    # Loop lag is judged from readiness on: loading and warming the models stalls it at start.
+    app[MODELS] = Models(on_ready=app[LOOP_LAG].reset)
     if hub is None:
         app.cleanup_ctx.append(models_ctx(config))
     else:
@@ -103,6 +118,7 @@ def build_app(config: Config, hub: Hub | None = None) -> web.Application:
     app.on_shutdown.append(_end_sessions)
     add_routes(app)
     add_page_routes(app)
+    add_monitor_routes(app)
     app.router.add_get("/v1/sessions/{code}/stream", stream)
     app.router.add_get("/ping", ping)
     app.router.add_get("/healthz", healthz)

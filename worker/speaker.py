@@ -110,10 +110,14 @@ class Speaker:
                 log.warning("could not pre-synthesize %r: %s", text[:40], exc)
 
     async def say(
-        self, text: str, stages: TurnStages | None = None
+        self, text: str, stages: TurnStages | None = None, fixed: bool = False
     ) -> AsyncIterator[tuple[str, bytes]]:
+        """`fixed`: a text the exam speaks again and again (questions, set phrases): made
+        whole once through the shared cache; other text streams from TTS as it is made."""
         started = time.perf_counter()
         cached = self.cache.get(text)
+        if cached is None and fixed:
+            cached = await self.cache.make(text)
         if cached is not None:
             _first_audio(stages, started)
             yield text, cached

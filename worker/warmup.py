@@ -24,6 +24,7 @@ class Models:
     prompts: PromptCache | None = None
     error: str | None = None  # why loading failed; the worker is then unhealthy
     on_failure: Callable[[str], None] = field(default=lambda _: None)  # e.g. stop the process
+    on_ready: Callable[[], None] = field(default=lambda: None)
 
     @property
     def ready(self) -> bool:
@@ -44,6 +45,7 @@ def models_ctx(config: Config) -> Callable[[web.Application], AsyncIterator[None
         async def load() -> None:
             try:
                 state.use(await load_hub(config.models))
+                state.on_ready()
             except Exception as exc:
                 state.error = f"{type(exc).__name__}: {exc}"
                 log.critical("models failed to load: %s", state.error)

@@ -1,7 +1,8 @@
-"""The worker with the student page, as the browser tests run it: `python -m tests.browser.serve`.
+"""The worker with its pages, as the browser tests run it: `python -m tests.browser.serve`.
 
 Configured like `handler.py --serve` (config.yaml, then the environment). It differs only in
-adding the page routes itself, which keeps the tests independent of whether `build_app` does.
+adding the page and monitor routes itself, which keeps the tests independent of whether
+`build_app` does.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 from aiohttp import web
 
 from worker.config import load_config
+from worker.monitor import add_monitor_routes
 from worker.pages import add_page_routes
 from worker.server import build_app
 
@@ -24,6 +26,7 @@ def main() -> None:
     config = load_config(os.environ.get("VIVA_CONFIG", "config.yaml"), os.environ)
     app = build_app(config)
     add_page_routes(app)  # a no-op once build_app registers them
+    add_monitor_routes(app)  # likewise
     web.run_app(app, host=config.server.host, port=config.server.port, print=None)
 
 

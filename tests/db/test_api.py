@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -68,3 +69,36 @@ async def test_auth_and_not_found(client: TestClient) -> None:
     assert resp.status == 404 and (await resp.json())["error"]["code"] == "not_found"
     resp = await client.get("/v1/sessions?status=weird", headers=AUTH)
     assert resp.status == 400
+
+
+async def test_concurrent_creates_all_succeed(
+    db_url: str, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    """SQLite once refused read-then-write transactions under contention ("database is
+    locked"): 27 of 100 concurrent creates failed before transactions began IMMEDIATE."""
+    cfg = server_config(db_url, str(tmp_path / "journal"), **{"server.max_sessions": 500})
+    async with TestClient(TestServer(build_app(cfg))) as c:
+        body = {"college_type": "law", "scenario_id": "law_of_contract"}
+        responses = await asyncio.gather(
+            *(
+                c.post("/v1/sessions", json={**body, "student_id": f"s{i}"}, headers=AUTH)
+                for i in range(60)
+            )
+        )
+        assert sorted(r.status for r in responses) == [201] * 60
+        practice = {"name": "Guest", "college_type": "law", "scenario_id": "law_of_contract"}
+        resp = await c.post("/v1/practice", json=practice)
+        assert resp.status == 201 and (await resp.json())["token"]
+        catalog = await (await c.get("/v1/catalog")).json()
+        assert catalog["practice"] is True
+        law = next(t for t in catalog["college_types"] if t["id"] == "law")
+        assert any(s["id"] == "law_of_contract" for s in law["scenarios"])
+
+
+async def test_practice_can_be_turned_off(db_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    cfg = server_config(db_url, str(tmp_path / "journal"), **{"server.practice_sessions": False})
+    async with TestClient(TestServer(build_app(cfg))) as c:
+        practice = {"name": "Guest", "college_type": "law", "scenario_id": "law_of_contract"}
+        resp = await c.post("/v1/practice", json=practice)
+        assert resp.status == 403 and (await resp.json())["error"]["code"] == "practice_disabled"
+        assert (await (await c.get("/v1/catalog")).json())["practice"] is False

@@ -1,0 +1,262 @@
+"""The worker's event loop and its servers, for both ways `handler.py` runs.
+
+RunPod's SDK runs its own event loop (uvicorn for `--rp_serve_api`, `asyncio.run` in production)
+and starts it only after warm-up. The models (vLLM's AsyncLLM is bound to the loop it was made
+on), the database engine, the writer and the WebSocket server must share one loop that exists
+before that. So `Runtime` runs a dedicated thread with its own loop, serving the aiohttp
+application there; the SDK's handler reaches it through `call` and `stream`, which hand work
+to that loop and results back.
+
+`serve()` is the plain HTTP/WebSocket server (`--serve`, or RunPod's `PORT`) on the main loop.
+
+Shutdown, both ways: live sessions end with a final event (`on_shutdown`), the writer drains
+and the engine is disposed (`cleanup_ctx`), all within `server.shutdown_timeout_seconds` plus
+`DRAIN_S`; past that, accepted writes are already in the writer's journal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import signal
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from worker.api import LIVE
+from worker.config import Config
+from worker.job_runner import JobRunner
+from worker.opening import public_ws_base
+from worker.server import build_app
+from worker.warmup import MODELS
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+DRAIN_S = 5.0  # after the sessions' bound: the writer's last batch and the engine's disposal
+STREAM_BUFFER = 8  # job items handed over but not yet taken by the SDK; then the job waits
+
+
+def _settle(future: concurrent.futures.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class StartFailed(RuntimeError):
+    """The worker could not start: the message says why (and what to run, where it can)."""
+
+
+def local_ws_base(config: Config) -> str:
+    host = config.server.host
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    return f"ws://{host}:{config.server.port}"
+
+
+class Runtime:
+    """The worker's loop in its own thread: the aiohttp app on `server.host:port`, the jobs."""
+
+    def __init__(self, config: Config, env: Mapping[str, str]):
+        self.config = config
+        self.ws_base = public_ws_base(config.server, env) or local_ws_base(config)
+        self.loop = asyncio.new_event_loop()
+        self.app: web.Application | None = None
+        self.jobs: JobRunner | None = None
+        self.shutdown_deadline: float | None = None  # monotonic; set by begin_shutdown
+        self._runner: web.AppRunner | None = None
+        self._thread = threading.Thread(target=self._run_loop, name="viva-runtime", daemon=True)
+        self._lock = threading.Lock()
+        self._stopping = False
+        self._stopped = threading.Event()
+
+    def _run_loop(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_forever()
+        finally:
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            self.loop.close()
+
+    # --- start -------------------------------------------------------------------------------
+
+    def start(self, timeout_s: float) -> None:
+        """Open the database, start the server and wait for the models; raises StartFailed
+        (after cleaning up) when any of it fails or the models are not ready in `timeout_s`."""
+        self._thread.start()
+        future = asyncio.run_coroutine_threadsafe(self._start(), self.loop)
+        try:
+            future.result(timeout_s)
+        except BaseException as exc:
+            future.cancel()
+            self.stop()
+            if isinstance(exc, concurrent.futures.TimeoutError):
+                raise StartFailed(f"models not ready within {timeout_s:g} s") from None
+            if isinstance(exc, StartFailed | KeyboardInterrupt | SystemExit):
+                raise
+            raise StartFailed(str(exc) or type(exc).__name__) from exc
+
+    async def _start(self) -> None:
+        cfg = self.config.server
+        self.app = app = build_app(self.config)
+        self._runner = web.AppRunner(
+            app, handle_signals=False, shutdown_timeout=cfg.shutdown_timeout_seconds
+        )
+        await self._runner.setup()  # the database opens here; the models load in the background
+        try:
+            await web.TCPSite(self._runner, cfg.host, cfg.port).start()
+        except OSError as exc:
+            raise StartFailed(f"cannot listen on {cfg.host}:{cfg.port}: {exc}") from None
+        log.info("WebSocket server on %s:%d; students get %s", cfg.host, cfg.port, self.ws_base)
+        while not app[MODELS].ready:
+            if app[MODELS].error is not None:
+                raise StartFailed(f"models failed to load: {app[MODELS].error}")
+            await asyncio.sleep(0.1)
+        self.jobs = JobRunner(app, self.ws_base)
+
+    # --- bridge: from the SDK's loop to this one ---------------------------------------------
+
+    async def call(self, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """Await `make()` run on the runtime loop (cancelling this cancels it there)."""
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(make(), self.loop))
+
+    async def stream(self, make: Callable[[], AsyncIterator[T]]) -> AsyncIterator[T]:
+        """The items of `make()`, an async iterator run on the runtime loop, yielded on the
+        caller's loop. At most STREAM_BUFFER items wait for the caller; then the producer waits.
+        Closing or cancelling this iterator cancels the producer and waits for its cleanup."""
+        caller = asyncio.get_running_loop()
+        handover: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(STREAM_BUFFER)
+        finished: concurrent.futures.Future[None] = concurrent.futures.Future()
+        tasks: list[asyncio.Task[None]] = []
+
+        async def give(kind: str, value: Any) -> None:
+            put = asyncio.run_coroutine_threadsafe(handover.put((kind, value)), caller)
+            await asyncio.wrap_future(put)
+
+        async def pump() -> None:
+            items = make()
+            try:
+                async for item in items:
+                    await give("item", item)
+                await give("end", None)
+            except Exception as exc:
+                await give("error", exc)
+            finally:
+                aclose = getattr(items, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+
+        def launch() -> None:  # on the runtime loop
+            task = self.loop.create_task(pump(), name="job")
+            # A done callback fires even for a task cancelled before its first step.
+            task.add_done_callback(lambda _: _settle(finished))
+            tasks.append(task)
+
+        def cancel() -> None:  # on the runtime loop, after launch (call_soon is FIFO)
+            for task in tasks:
+                task.cancel()
+
+        self.loop.call_soon_threadsafe(launch)
+        done = False
+        try:
+            while True:
+                kind, value = await handover.get()
+                if kind != "item":
+                    done = True
+                    if kind == "error":
+                        raise value
+                    return
+                yield value
+        finally:
+            if not done:
+                self.loop.call_soon_threadsafe(cancel)
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(finished)), 10)
+
+    # --- stop ----------------------------------------------------------------------------------
+
+    def begin_shutdown(self) -> None:
+        """Stop taking sessions and end the live ones (final events, results written), without
+        waiting. Thread-safe and idempotent: signal handlers call it."""
+        with self._lock:
+            if self.shutdown_deadline is not None or self._stopping or self.app is None:
+                return
+            timeout = self.config.server.shutdown_timeout_seconds
+            self.shutdown_deadline = time.monotonic() + timeout
+            app = self.app
+        log.info("shutting down: ending live sessions (at most %.0f s)", timeout)
+        asyncio.run_coroutine_threadsafe(app[LIVE].shutdown(timeout), self.loop)
+
+    def stop(self) -> None:
+        """Blocking and idempotent: end sessions, close models, drain the writer, dispose the
+        engine (the aiohttp cleanup) within the bound, then stop the loop and its thread.
+        A second caller (the shutdown watchdog) waits for the first one to finish."""
+        with self._lock:
+            first, self._stopping = not self._stopping, True
+        if not first:
+            self._stopped.wait(self.config.server.shutdown_timeout_seconds + 2 * DRAIN_S)
+            return
+        try:
+            self._stop()
+        finally:
+            self._stopped.set()
+
+    def _stop(self) -> None:
+        if not self._thread.is_alive():
+            return
+        timeout = self.config.server.shutdown_timeout_seconds
+        if self.shutdown_deadline is not None:
+            timeout = max(0.0, self.shutdown_deadline - time.monotonic())
+        if self._runner is not None:
+            cleanup = asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self.loop)
+            try:
+                cleanup.result(timeout + DRAIN_S)
+            except concurrent.futures.TimeoutError:
+                cleanup.cancel()
+                bound = timeout + DRAIN_S
+                log.error("shutdown unfinished after %.0f s; the journal keeps accepted ops", bound)
+            except Exception:
+                log.exception("shutdown failed")
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+
+
+# --- the plain server ----------------------------------------------------------------------------
+
+
+async def serve(config: Config, health_port: int | None = None) -> str | None:
+    """Serve HTTP/WebSocket on `server.port` (and `/ping` with the rest on `health_port` when
+    it differs) until SIGTERM/SIGINT; None after a clean stop, else why the worker failed."""
+    cfg = config.server
+    app = build_app(config)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    failure: list[str] = []
+
+    def warmup_failed(reason: str) -> None:
+        failure.append(f"models failed to load: {reason}")
+        stop.set()
+
+    app[MODELS].on_failure = warmup_failed
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=cfg.shutdown_timeout_seconds)
+    try:
+        await runner.setup()
+        ports = [cfg.port] + ([health_port] if health_port and health_port != cfg.port else [])
+        for port in ports:
+            await web.TCPSite(runner, cfg.host, port).start()
+        log.info("serving on %s, port(s) %s", cfg.host, ", ".join(map(str, ports)))
+        await stop.wait()
+        log.info("shutting down: ending live sessions, draining the writer")
+    finally:
+        try:
+            await asyncio.wait_for(runner.cleanup(), cfg.shutdown_timeout_seconds + DRAIN_S)
+        except TimeoutError:
+            log.error("shutdown not finished in time; the journal keeps what was accepted")
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    return failure[0] if failure else None
