@@ -108,7 +108,7 @@ def _build_tts(cfg: ModelsConfig) -> TTS:
     if cfg.tts.backend == "fake":
         from models.fakes import FakeTTS
 
-        return FakeTTS(first_chunk_ms=cfg.tts.fake_delay_ms)
+        return FakeTTS(chars_per_s=cfg.tts.fake_chars_per_s, first_chunk_ms=cfg.tts.fake_delay_ms)
     from models import weights
     from models.tts import KokoroTTS, PiperTTS
 

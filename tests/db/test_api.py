@@ -71,9 +71,7 @@ async def test_auth_and_not_found(client: TestClient) -> None:
     assert resp.status == 400
 
 
-async def test_concurrent_creates_all_succeed(
-    db_url: str, tmp_path
-) -> None:  # type: ignore[no-untyped-def]
+async def test_concurrent_creates_all_succeed(db_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """SQLite once refused read-then-write transactions under contention ("database is
     locked"): 27 of 100 concurrent creates failed before transactions began IMMEDIATE."""
     cfg = server_config(db_url, str(tmp_path / "journal"), **{"server.max_sessions": 500})

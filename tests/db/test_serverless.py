@@ -20,11 +20,13 @@ import pytest
 from sqlalchemy import select
 
 from db.tables import Answer, Evaluation, Result, Session
+from models.fakes import FakeTTS
 from tests.db.helpers import server_config
 from tests.db.student import CLIPS, Student, clip_pcm, silence
 from worker.api import DATABASE
 from worker.runtime import Runtime
 from worker.serverless import Handler, make_handler
+from worker.warmup import MODELS
 
 pytestmark = [pytest.mark.slow, pytest.mark.parametrize("empty_db_url", ["sqlite"], indirect=True)]
 LAW = {"student_id": "s-1", "college_type": "law", "scenario_id": "law_of_contract"}
@@ -41,6 +43,10 @@ def runtime(db_url: str, tmp_path: Path) -> Iterator[Runtime]:
     cfg = server_config(db_url, str(tmp_path / "journal"), **{"server.port": free_port()})
     rt = Runtime(cfg, {})
     rt.start(60)
+    assert rt.app is not None
+    tts = rt.app[MODELS].hub.tts  # type: ignore[union-attr]
+    assert isinstance(tts, FakeTTS)
+    tts.chars_per_s = 120  # ~0.6 s per question instead of ~5 s of paced audio
     try:
         yield rt
     finally:
@@ -173,6 +179,7 @@ async def test_session_job_announces_a_reachable_session(handler: Handler, db_se
         await student.until("response.done", count=2)  # the greeting, question 1
         await student.send(clip_pcm() + silence(1.0), realtime=False)
         await student.until("conversation.item.input_audio_transcription.completed")
+        await student.until("response.done", count=3)  # the examiner's reply was heard
         await student.event({"type": "session.end"})
         ended = await student.until("session.ended")
         assert ended["reason"] == "terminated"

@@ -46,7 +46,8 @@ function el(tag, className = '', text = '') {
 }
 
 function title(id) { return id ? id.charAt(0).toUpperCase() + id.slice(1).replace(/_/g, ' ') : ''; }
-function ms(value) { return value === null || value === undefined ? '–' : `${Math.round(value)} ms`; }
+// Units keep to their numbers (\u00a0: a no-break space).
+function ms(value) { return value === null || value === undefined ? '–' : `${Math.round(value)}\u00a0ms`; }
 
 // The API writes UTC; a timestamp without an offset is UTC too.
 function parseUtc(iso) {
@@ -61,7 +62,7 @@ function when(iso) {
 function duration(startIso, endIso) {
   if (!startIso || !endIso) return '';
   const seconds = Math.max(0, Math.round((parseUtc(endIso) - parseUtc(startIso)) / 1000));
-  return seconds >= 60 ? `${Math.floor(seconds / 60)} min ${seconds % 60} s` : `${seconds} s`;
+  return seconds >= 60 ? `${Math.floor(seconds / 60)}\u00a0min ${seconds % 60}\u00a0s` : `${seconds}\u00a0s`;
 }
 
 async function api(path) {
@@ -127,6 +128,7 @@ async function open() {
 function setStreamState(state, text) {
   $('stream-state').dataset.state = state;
   $('stream-state-text').textContent = text;
+  $('live').classList.toggle('stale', state !== 'live'); // rows may be out of date meanwhile
   debug.streamStates.push(state);
 }
 
@@ -344,7 +346,7 @@ function renderDetail(s) {
   if (r) {
     $('detail-grade').textContent = r.grade;
     $('detail-score').textContent = `${r.total_score} / ${r.max_score}`;
-    $('detail-pct').textContent = `${Number(r.percentage).toFixed(1)} %`;
+    $('detail-pct').textContent = `${Number(r.percentage).toFixed(1)}\u00a0%`;
     $('detail-pass').textContent = r.passed ? 'Passed' : 'Not passed';
     $('detail-result').dataset.passed = String(r.passed);
     const lat = details.latency || {};
