@@ -33,7 +33,6 @@ ErrorCode: TypeAlias = Literal[
     "audio_format",
     "frame_too_large",
     "rate_limited",
-    "session_not_ready",
     # fatal: the server closes the connection with CLOSE_CODE_FOR[code]
     "unauthorized",
     "token_expired",

@@ -296,3 +296,18 @@ async def test_ping_is_204_while_models_warm_then_200(db_url: str, tmp_path) -> 
 async def _ping(client: TestClient) -> int | None:
     status = (await client.get("/ping")).status
     return status if status == 200 else None
+
+
+async def test_audio_sent_before_session_created_starts_the_stream(worker: Open) -> None:
+    client, created = await worker()
+    code, token = created["session_code"], created["token"]
+    ws = await client.ws_connect(f"/v1/sessions/{code}/stream?token={token}")
+    await ws.send_bytes(silence(0.5))  # before reading anything: not refused, not lost
+    student = Student(ws).start()
+    await until_listening(student)
+    await student.send(clip_pcm() + silence(1.0))
+    heard = await student.until("conversation.item.input_audio_transcription.completed")
+    started = student.of("input_audio_buffer.speech_started")[0]
+    assert started["audio_start_ms"] >= 500  # offsets count the early half second too
+    assert heard["question_number"] == 1 and not student.of("error")
+    await student.stop()

@@ -121,12 +121,20 @@ async def test_bad_token_and_bad_frames(client: TestClient) -> None:
     await ws.send_bytes(b"\x00")  # odd length
     await ws.send_str("{not json")
     await ws.send_str(json.dumps({"type": "no.such"}))
+    await ws.send_bytes(bytes(40_000))  # over the 32 000-byte frame limit
+    await ws.send_str(json.dumps({"type": "response.cancel", "response_id": 7}))
     codes = []
     async with asyncio.timeout(30):
-        while len(codes) < 3:
+        while len(codes) < 5:
             event = await _until(ws, "error", seen)
             codes.append(event["code"])
-    assert codes == ["audio_format", "invalid_json", "unknown_event"]
+    assert codes == [
+        "audio_format",
+        "invalid_json",
+        "unknown_event",
+        "frame_too_large",
+        "invalid_event",
+    ]
     await ws.send_str(json.dumps({"type": "ping", "event_id": "p1"}))
     pong = await _until(ws, "pong", seen)
     assert pong["event_id"] == "p1"

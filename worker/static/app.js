@@ -169,7 +169,7 @@ class Session {
     debug.connects += 1;
   }
 
-  // Nothing may be sent before session.created (the server answers `session_not_ready`).
+  // Nothing is sent before session.created: it says how turns are taken.
   get live() { return this.ready && this.ws && this.ws.readyState === WebSocket.OPEN; }
 
   send(event) { if (this.live) this.ws.send(JSON.stringify(event)); }
