@@ -162,8 +162,10 @@ def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
             proc.wait()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def playwright() -> Iterator[Any]:
+    # Per test, not per session: while Playwright's sync API is open it leaves an event loop
+    # marked running in the main thread, and every asyncio test after it would fail to start.
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
     with sync_api.sync_playwright() as p:
         yield p
