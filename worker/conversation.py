@@ -368,6 +368,10 @@ class Conversation:
         if self._response is not None:
             self._response.cancel()
             self._response = None
+        if self._turn_latency is not None and not self._turn_latency.done():
+            # Cut before its first audio: this turn has no latency, and scoring must not wait.
+            self._turn_latency.cancel()
+            self._turn_end = None
         self._queued.clear()
         heard, audio_ms = self.out.cancel()
         self.turns.examiner_stopped()

@@ -32,7 +32,7 @@ from worker.api import LIVE
 from worker.config import Config
 from worker.job_runner import JobRunner
 from worker.opening import public_ws_base
-from worker.server import build_app
+from worker.server import AccessLogger, build_app
 from worker.warmup import MODELS
 
 log = logging.getLogger(__name__)
@@ -72,38 +72,53 @@ class Runtime:
         self._lock = threading.Lock()
         self._stopping = False
         self._stopped = threading.Event()
+        self._clean = True
+        self._abandoned = False
 
     def _run_loop(self) -> None:
         asyncio.set_event_loop(self.loop)
         try:
             self.loop.run_forever()
         finally:
-            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            if not self._abandoned:  # else they are mid-cleanup and cannot be closed
+                self.loop.run_until_complete(self.loop.shutdown_asyncgens())
             self.loop.close()
 
     # --- start -------------------------------------------------------------------------------
 
     def start(self, timeout_s: float) -> None:
         """Open the database, start the server and wait for the models; raises StartFailed
-        (after cleaning up) when any of it fails or the models are not ready in `timeout_s`."""
+        (after cleaning up) when any of it fails or the models are not ready in `timeout_s`.
+        Anything a signal handler raises meanwhile is re-raised as it is, after the cleanup."""
         self._thread.start()
         future = asyncio.run_coroutine_threadsafe(self._start(), self.loop)
         try:
             future.result(timeout_s)
-        except BaseException as exc:
+        except concurrent.futures.TimeoutError:
             future.cancel()
             self.stop()
-            if isinstance(exc, concurrent.futures.TimeoutError):
-                raise StartFailed(f"models not ready within {timeout_s:g} s") from None
-            if isinstance(exc, StartFailed | KeyboardInterrupt | SystemExit):
-                raise
-            raise StartFailed(str(exc) or type(exc).__name__) from exc
+            raise StartFailed(f"models not ready within {timeout_s:g} s") from None
+        except BaseException:
+            future.cancel()
+            self.stop()
+            raise
 
     async def _start(self) -> None:
+        try:
+            await self._serve()
+        except StartFailed:
+            raise
+        except Exception as exc:  # DatabaseNotMigrated, DatabaseUnavailable, ...: say why
+            raise StartFailed(str(exc) or type(exc).__name__) from exc
+
+    async def _serve(self) -> None:
         cfg = self.config.server
         self.app = app = build_app(self.config)
         self._runner = web.AppRunner(
-            app, handle_signals=False, shutdown_timeout=cfg.shutdown_timeout_seconds
+            app,
+            handle_signals=False,
+            shutdown_timeout=cfg.shutdown_timeout_seconds,
+            access_log_class=AccessLogger,
         )
         await self._runner.setup()  # the database opens here; the models load in the background
         try:
@@ -190,38 +205,48 @@ class Runtime:
         log.info("shutting down: ending live sessions (at most %.0f s)", timeout)
         asyncio.run_coroutine_threadsafe(app[LIVE].shutdown(timeout), self.loop)
 
-    def stop(self) -> None:
+    def stop(self) -> bool:
         """Blocking and idempotent: end sessions, close models, drain the writer, dispose the
         engine (the aiohttp cleanup) within the bound, then stop the loop and its thread.
-        A second caller (the shutdown watchdog) waits for the first one to finish."""
+        False when that did not finish: the loop was blocked (a model still loading
+        synchronously) or the cleanup overran, and models may hold processes that a normal
+        interpreter exit would wait for. A second caller waits for the first one."""
         with self._lock:
             first, self._stopping = not self._stopping, True
         if not first:
             self._stopped.wait(self.config.server.shutdown_timeout_seconds + 2 * DRAIN_S)
-            return
+            return self._clean
         try:
-            self._stop()
+            self._clean = self._stop()
         finally:
             self._stopped.set()
+        return self._clean
 
-    def _stop(self) -> None:
+    def _stop(self) -> bool:
         if not self._thread.is_alive():
-            return
+            return True
         timeout = self.config.server.shutdown_timeout_seconds
         if self.shutdown_deadline is not None:
             timeout = max(0.0, self.shutdown_deadline - time.monotonic())
+        if self.jobs is None:  # never started: no session or job to wait for
+            timeout = 0.0
+        clean = True
         if self._runner is not None:
             cleanup = asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self.loop)
             try:
                 cleanup.result(timeout + DRAIN_S)
             except concurrent.futures.TimeoutError:
                 cleanup.cancel()
+                clean = False
                 bound = timeout + DRAIN_S
                 log.error("shutdown unfinished after %.0f s; the journal keeps accepted ops", bound)
             except Exception:
+                clean = False
                 log.exception("shutdown failed")
+        self._abandoned = not clean
         self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
+        self._thread.join(10 if clean else 1)  # a blocked loop will not stop by waiting
+        return clean and not self._thread.is_alive()
 
 
 # --- the plain server ----------------------------------------------------------------------------
@@ -243,7 +268,12 @@ async def serve(config: Config, health_port: int | None = None) -> str | None:
     app[MODELS].on_failure = warmup_failed
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=cfg.shutdown_timeout_seconds)
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        shutdown_timeout=cfg.shutdown_timeout_seconds,
+        access_log_class=AccessLogger,
+    )
     try:
         await runner.setup()
         ports = [cfg.port] + ([health_port] if health_port and health_port != cfg.port else [])

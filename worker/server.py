@@ -14,6 +14,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -88,6 +89,20 @@ async def metrics(_request: web.Request) -> web.Response:
     return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+class AccessLogger(AbstractAccessLogger):
+    """Access log without query strings: they carry student tokens and the monitor's key."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info(
+            '%s "%s %s" %s %.3fs',
+            request.remote,
+            request.method,
+            request.path,
+            response.status,
+            time,
+        )
+
+
 @web.middleware
 async def _typed_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """An unexpected failure still answers in the API's typed error shape."""
@@ -108,13 +123,13 @@ def build_app(config: Config, hub: Hub | None = None) -> web.Application:
     app[LIVE] = LiveSessions(config.server.max_sessions)
     app[LOOP_LAG] = LoopLag()
     app.cleanup_ctx.append(_loop_lag_ctx)
-    app.cleanup_ctx.append(_database_ctx)
     # Loop lag is judged from readiness on: loading and warming the models stalls it at start.
     app[MODELS] = Models(on_ready=app[LOOP_LAG].reset)
-    if hub is None:
+    if hub is None:  # before the database: cleanup runs in reverse, so the writer drains first
         app.cleanup_ctx.append(models_ctx(config))
     else:
         app[MODELS].use(hub)
+    app.cleanup_ctx.append(_database_ctx)
     app.on_shutdown.append(_end_sessions)
     add_routes(app)
     add_page_routes(app)

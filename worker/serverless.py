@@ -20,6 +20,7 @@ import asyncio
 import functools
 import json
 import logging
+import multiprocessing
 import os
 import signal
 import sys
@@ -89,8 +90,7 @@ class ShutdownSignals:
     def _force_exit(self, bound: float) -> None:
         log.error("the SDK did not stop within %.0f s of SIGTERM; exiting", bound)
         self.runtime.stop()
-        logging.shutdown()
-        os._exit(0)
+        _exit(0)
 
 
 def make_handler(runtime: Runtime, signals: ShutdownSignals | None = None) -> Handler:
@@ -122,44 +122,79 @@ def run(config: Config, env: Mapping[str, str], serve_api: bool, test_input: str
     runtime = Runtime(config, env)
     signals = ShutdownSignals(runtime)
     signals.install()
-    timeout = float(env.get("RUNPOD_INIT_TIMEOUT") or DEFAULT_WARMUP_TIMEOUT_S)
     try:
-        signals.starting = True
-        try:
-            runtime.start(timeout)
-        except StartFailed as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        except Terminated:
-            log.info("SIGTERM during warm-up; stopping")
-            return 0
-        finally:
-            signals.starting = False
-        handler = make_handler(runtime, signals)
-        if not _sdk_runs_jobs(env, serve_api):
-            return run_local_test(handler, test_input)
-        import runpod  # heavy; only this mode needs it
+        code = _run(runtime, signals, config, env, serve_api, test_input)
+    finally:
+        clean = runtime.stop()
+    if not clean:
+        # A model still loading (vLLM's engine starts synchronously) cannot be closed, and a
+        # normal exit would wait for its engine process: leave without it.
+        log.error("models not closed; exiting without waiting for them")
+        _exit(code)
+    return code
 
-        max_sessions = config.server.max_sessions
 
-        def concurrency(_current: int) -> int:
-            # Production's JobScaler asks before taking its first job, in the main thread, after
-            # installing its signal handlers: the moment to chain ours. Constant: the SDK
-            # resizes its queue only while no job runs.
-            signals.chain()
-            return max_sessions
+def _exit(code: int) -> None:
+    """Leave now. Child processes (vLLM's engine) are asked to stop first: they would outlive
+    an `os._exit` outside a container."""
+    children = multiprocessing.active_children()
+    for child in children:
+        child.terminate()
+    for child in children:
+        child.join(5)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)
 
-        runpod.serverless.start(
-            {
-                "handler": handler,
-                "concurrency_modifier": concurrency,
-                "return_aggregate_stream": True,
-            }
-        )
-        log.info("the SDK stopped taking jobs")
+
+def _run(
+    runtime: Runtime,
+    signals: ShutdownSignals,
+    config: Config,
+    env: Mapping[str, str],
+    serve_api: bool,
+    test_input: str | None,
+) -> int:
+    signals.starting = True
+    try:
+        runtime.start(float(env.get("RUNPOD_INIT_TIMEOUT") or DEFAULT_WARMUP_TIMEOUT_S))
+    except StartFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except Terminated:
+        log.info("SIGTERM during warm-up; stopping")
         return 0
     finally:
-        runtime.stop()
+        signals.starting = False
+    handler = make_handler(runtime, signals)
+    if not _sdk_runs_jobs(env, serve_api):
+        return run_local_test(handler, test_input)
+    import runpod  # heavy; only this mode needs it
+    from runpod.serverless.modules.rp_logger import RunPodLogger
+
+    if not (env.get("RUNPOD_LOG_LEVEL") or env.get("RUNPOD_DEBUG_LEVEL")):
+        # The SDK defaults to DEBUG, which logs every item a job yields: student tokens
+        # and megabytes of base64 audio. INFO unless asked (or --rp_log_level).
+        RunPodLogger().set_level("INFO")
+    max_sessions = config.server.max_sessions
+
+    def concurrency(_current: int) -> int:
+        # Production's JobScaler asks before taking its first job, in the main thread, after
+        # installing its signal handlers: the moment to chain ours. Constant: the SDK
+        # resizes its queue only while no job runs.
+        signals.chain()
+        return max_sessions
+
+    runpod.serverless.start(
+        {
+            "handler": handler,
+            "concurrency_modifier": concurrency,
+            "return_aggregate_stream": True,
+        }
+    )
+    log.info("the SDK stopped taking jobs")
+    return 0
 
 
 def run_local_test(handler: Handler, test_input: str | None) -> int:

@@ -245,3 +245,113 @@ def test_local_run_executes_test_input(db_url: str, tmp_path: Path) -> None:
     )
     assert bad.returncode == 1
     assert json.loads(bad.stdout.splitlines()[-1])["error"]["code"] == "unknown_action"
+
+
+class FakeRunPod:
+    """The three RunPod endpoints a production worker talks to: job-take (one session job, then
+    nothing), stream (items as the job yields them) and job-done (the aggregated output)."""
+
+    def __init__(self, job_input: dict[str, Any]):
+        self.job: dict[str, Any] | None = {"id": "job-1", "input": job_input}
+        self.streamed: list[dict[str, Any]] = []
+        self.done: list[dict[str, Any]] = []
+        self.changed = asyncio.Event()
+
+    def app(self) -> Any:
+        from aiohttp import web
+
+        async def take(request: web.Request) -> web.Response:
+            job, self.job = self.job, None
+            if job is None:
+                return web.Response(status=204)
+            batch = "job-take-batch" in request.path
+            return web.json_response([job] if batch else job)
+
+        async def stop(_request: web.Request) -> web.Response:
+            await asyncio.sleep(0.5)  # a long poll, briefly
+            return web.Response(status=204)
+
+        async def stream(request: web.Request) -> web.Response:
+            self.streamed.append(json.loads(await request.text()))
+            self.changed.set()
+            return web.Response(text="ok")
+
+        async def done(request: web.Request) -> web.Response:
+            self.done.append(json.loads(await request.text()))
+            self.changed.set()
+            return web.Response(text="ok")
+
+        app = web.Application()
+        app.router.add_get("/job-take/{worker}", take)
+        app.router.add_get("/job-take-batch/{worker}", take)
+        app.router.add_get("/job-stop/{worker}", stop)
+        app.router.add_post("/stream/{job}", stream)
+        app.router.add_post("/done/{job}", done)
+        return app
+
+    async def until(self, check: Any, within: float = 30) -> None:
+        async with asyncio.timeout(within):
+            while not check():
+                self.changed.clear()
+                await self.changed.wait()
+
+
+async def test_production_sigterm_with_a_fake_runpod(
+    db_url: str, tmp_path: Path, db_session: Any
+) -> None:
+    """The real JobScaler path (RUNPOD_WEBHOOK_GET_JOB set) against a stand-in for RunPod:
+    the session job streams its announcement, a student connects with it, SIGTERM ends it."""
+    from aiohttp.test_utils import TestServer
+
+    runpod = FakeRunPod({**LAW, "action": "session"})
+    async with TestServer(runpod.app(), host="127.0.0.1") as fake:
+        base = f"http://127.0.0.1:{fake.port}"
+        env = worker_env(
+            db_url,
+            tmp_path,
+            VIVA__SERVER__PORT=str(free_port()),
+            RUNPOD_WEBHOOK_GET_JOB=f"{base}/job-take/$ID?gpu=none",
+            RUNPOD_WEBHOOK_POST_OUTPUT=f"{base}/done/$ID?gpu=none",
+            RUNPOD_WEBHOOK_POST_STREAM=f"{base}/stream/$ID?gpu=none",
+            RUNPOD_SKIP_AUTO_SYSTEM_CHECKS="true",
+            RUNPOD_SKIP_GPU_CHECK="true",
+        )
+        with worker([], env, tmp_path / "production.log") as proc:
+            try:
+                await runpod.until(lambda: runpod.streamed, within=60)
+            except TimeoutError:
+                raise AssertionError(f"no streamed item:\n{proc.tail()}") from None
+            opened = runpod.streamed[0]["output"]
+            assert opened["type"] == "session.opened"
+            async with student_at(opened["ws_url"]) as student:
+                await answer_once(student)
+                assert await count(db_session, Answer) == 0  # accepted, not yet committed
+                rc, took = await asyncio.to_thread(proc.terminate_and_wait, SHUTDOWN_S + 10)
+                ended = await student.until("session.ended")
+                assert ended["reason"] == "server_shutdown"
+            assert rc == 0, proc.tail()
+            assert took < SHUTDOWN_S + 5, took
+        assert len(runpod.done) == 1, runpod.done
+        output = runpod.done[0]["output"]
+        assert output[0] == opened and output[-1]["type"] == "session.ended"
+        assert output[-1]["reason"] == "server_shutdown" and output[-1]["connected"]
+        assert [s["output"] for s in runpod.streamed] == output
+    await check_rows(db_session, opened["code"])
+
+
+def test_sigterm_during_warmup_exits_zero(db_url: str, tmp_path: Path) -> None:
+    env = worker_env(
+        db_url,
+        tmp_path,
+        VIVA__SERVER__PORT=str(free_port()),
+        VIVA__MODELS__LLM__FAKE_DELAY_MS="30000",  # the warm-up's first token
+    )
+    with worker([], env, tmp_path / "warmup.log") as proc:
+        deadline = time.monotonic() + 30
+        while b"WebSocket server on" not in proc.log.read_bytes():
+            assert time.monotonic() < deadline and proc.popen.poll() is None, proc.tail()
+            time.sleep(0.1)
+        rc, took = proc.terminate_and_wait(20)
+    assert rc == 0, proc.tail()
+    assert took < 10, took
+    assert "SIGTERM during warm-up" in proc.tail()
