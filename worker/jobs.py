@@ -205,6 +205,8 @@ def decode_audio(audio_b64: str, sample_rate: int | None = None) -> DecodedAudio
         )
     else:
         pcm, rate, channels, source = data, sample_rate, 1, "pcm16"
+    if not INPUT_RATES[0] <= rate <= INPUT_RATES[1]:  # the job model checks it too
+        raise JobError("invalid_audio", f"sample rate {rate} Hz is outside {INPUT_RATES}")
     if len(pcm) % (2 * channels):
         raise JobError("invalid_audio", "PCM16 data does not end on a whole sample")
     duration = len(pcm) / (2 * channels * rate)
