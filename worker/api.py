@@ -136,6 +136,8 @@ async def _open(request: web.Request, body: CreateSession) -> web.Response:
 def session_json(sess: Session, full: bool) -> dict[str, Any]:
     out: dict[str, Any] = {
         "session_code": sess.session_code,
+        # Loaded eagerly by both queries that feed this (no lazy loads under asyncio).
+        "student": (sess.user.full_name or sess.user.username) if "user" in sess.__dict__ else None,
         "status": sess.status,
         "college_type": sess.college_type,
         "scenario_id": sess.scenario_id,

@@ -74,6 +74,7 @@ async def get_by_code(db: AsyncSession, code: str, *, full: bool = False) -> Ses
             selectinload(Session.answers).selectinload(Answer.evaluation),
             selectinload(Session.evaluations),
             selectinload(Session.result),
+            selectinload(Session.user),
         )
     return (await db.execute(stmt)).scalar_one_or_none()
 

@@ -34,9 +34,10 @@ async def test_create_read_list(client: TestClient) -> None:
     resp = await client.get(f"/v1/sessions/{created['session_code']}", headers=AUTH)
     one = await resp.json()
     assert one["status"] == "pending" and one["answers"] == [] and one["result"] is None
+    assert one["student"] == "Ada"
     resp = await client.get("/v1/sessions?status=pending", headers=AUTH)
-    codes = [s["session_code"] for s in (await resp.json())["sessions"]]
-    assert created["session_code"] in codes
+    listed = {s["session_code"]: s for s in (await resp.json())["sessions"]}
+    assert listed[created["session_code"]]["student"] == "Ada"
 
 
 @pytest.mark.parametrize(
