@@ -155,6 +155,7 @@ class Conversation:
             ),
             show_scores=e.show_scores,
             resumed=resumed,
+            reconnect_grace_seconds=e.reconnect_grace_seconds,
         )
 
     # --- receive -----------------------------------------------------------------------------

@@ -150,6 +150,8 @@ class SessionCreatedEvent(_ServerEvent):
     turn_detection: TurnDetection
     show_scores: bool = False  # whether `exam.evaluation` events will be sent
     resumed: bool = False  # a reconnect within the grace period; the exam goes on
+    # How long a dropped connection may take to come back with the same token.
+    reconnect_grace_seconds: float = Field(30.0, ge=0)
 
 
 class SpeechStartedEvent(_ServerEvent):

@@ -5,7 +5,7 @@
 import { openAudio } from './audio.js';
 
 const PROTOCOL_VERSION = '1';
-const GRACE_MS = 30000; // the server's default reconnect grace period (exam.reconnect_grace_seconds)
+let graceMs = 30000; // reconnect grace period; session.created says the server's own
 const PING_EVERY_MS = 5000;
 const SILENT_LINK_MS = 20000; // nothing at all from the server for this long: the link is dead
 // Close codes after which reconnecting with the same token cannot help (docs/protocol.md).
@@ -227,10 +227,10 @@ class Session {
     this.audio.flush();
     this.lostAt = this.lostAt || Date.now();
     const waited = Date.now() - this.lostAt;
-    if (this.final || FINAL_CLOSE.has(code) || waited > GRACE_MS) {
+    if (this.final || FINAL_CLOSE.has(code) || waited > graceMs) {
       this.final = true;
       this.stop();
-      setStatus(waited > GRACE_MS
+      setStatus(waited > graceMs
         ? 'Connection lost and could not be restored. Reload the page to try again.'
         : `Disconnected (${code}${reason ? `: ${reason}` : ''}).`, 'error');
     } else {
@@ -273,6 +273,7 @@ const HANDLERS = {
       return;
     }
     this.ready = true;
+    if (typeof e.reconnect_grace_seconds === 'number') graceMs = e.reconnect_grace_seconds * 1000;
     this.outRate = e.output_audio_format.sample_rate;
     const back = this.lostAt !== null || e.resumed;
     debug.resumed = Boolean(e.resumed);
