@@ -264,6 +264,11 @@ class Mic:
     def play(self, clip: Clip) -> None:
         self._clip, self._pos = clip, 0
 
+    @property
+    def busy(self) -> bool:
+        """A clip is still being streamed."""
+        return self._clip is not None
+
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         start, k = loop.time(), 0

@@ -6,6 +6,7 @@ code of docs/protocol.md), because a browser cannot read the HTTP status of a re
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from aiohttp import web
@@ -103,6 +104,10 @@ async def stream(request: web.Request) -> web.StreamResponse:
     except Refused as exc:
         return await _refuse(ws, exc.code, exc.message)
     await session.serve(ws)
-    if not ws.closed:
-        await _refuse(ws, "internal_error", "the session failed; reconnect to resume")
+    # A link the client dropped without a close frame leaves `ws.closed` False too: only a
+    # connection still writable can be told that the session failed.
+    transport = request.transport
+    if not ws.closed and transport is not None and not transport.is_closing():
+        with contextlib.suppress(ConnectionError):  # it may still go while we write
+            await _refuse(ws, "internal_error", "the session failed; reconnect to resume")
     return ws

@@ -311,3 +311,20 @@ async def test_audio_sent_before_session_created_starts_the_stream(worker: Open)
     assert started["audio_start_ms"] >= 500  # offsets count the early half second too
     assert heard["question_number"] == 1 and not student.of("error")
     await student.stop()
+
+
+async def test_silence_between_answers_is_not_hoarded(worker: Open) -> None:
+    """Memory stays bounded while a student is silent (the soak found +148 MB/min)."""
+    client, created = await worker(**{"turn.nudge_after_seconds": 600.0})
+    student = await connect(client, created)
+    await until_listening(student)
+    await student.send(silence(12.0), realtime=False)  # 375 chunks of silence
+    await student.event({"type": "ping", "event_id": "p"})
+    await student.until("pong")
+    session = client.server.app[LIVE].get(created["session_code"])
+    assert session is not None and session._conversation is not None
+    assert len(session._conversation._heard) <= 64
+    await student.send(clip_pcm() + silence(1.0), realtime=False)  # and answers still work
+    heard = await student.until("conversation.item.input_audio_transcription.completed")
+    assert heard["question_number"] == 1
+    await student.stop()

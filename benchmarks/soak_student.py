@@ -1,0 +1,252 @@
+"""One simulated student of benchmarks/soak.py: holds viva after viva on one slot, answering every
+question at real-time pace with the committed clips, and misbehaves when the fault scheduler
+tells it to (drop the link mid-answer and come back, stop reading, send bad frames, talk over
+the examiner, leave for good). Everything it is told lands in its `SessionLog`s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlparse
+
+import aiohttp
+
+from benchmarks.latency_client import (
+    ASKS,
+    Clip,
+    Mic,
+    StudentConfig,
+    StudentFailed,
+    TurnTracker,
+    _create_session,
+)
+from benchmarks.soak_accounting import SessionLog
+
+CLIENT_FAULTS = ("disconnect", "stop_reading", "malformed", "barge_in", "abandon")
+# Error codes the faults provoke on purpose: counted apart from the unexpected ones.
+PROVOKED = frozenset({"invalid_json", "unknown_event", "audio_format", "frame_too_large"})
+IDLE_LIMIT_S = 60.0  # no message for this long is a stalled session
+
+
+@dataclass
+class Shared:
+    """What every student of one run shares: the connection, the clock and the tallies."""
+
+    cfg: StudentConfig
+    t0: float
+    send_timeout_s: float
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    sessions: list[SessionLog] = field(default_factory=list)
+    latencies: list[tuple[float, float]] = field(default_factory=list)  # (s since t0, ms)
+    errors: Counter[str] = field(default_factory=Counter)  # unexpected
+    provoked: Counter[str] = field(default_factory=Counter)  # what the faults were meant to cause
+    faults: Counter[str] = field(default_factory=Counter)
+    resumed: int = 0
+
+
+class Student:
+    def __init__(self, shared: Shared, slot: int):
+        self.sh, self.slot = shared, slot
+        self.pending: str | None = None  # a fault the scheduler asked for
+        self._n = 0
+
+    async def run(self, delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
+        while not self.sh.stop.is_set():
+            try:
+                url = await _create_session(self.sh.cfg, self.slot * 10_000 + self._n)
+            except StudentFailed as exc:
+                self.sh.errors[f"create:{exc}"] += 1
+                await asyncio.sleep(2)
+                continue
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                self.sh.errors[f"create:{type(exc).__name__}"] += 1
+                await asyncio.sleep(2)
+                continue
+            self._n += 1
+            log = SessionLog(urlparse(url).path.split("/")[3])
+            self.sh.sessions.append(log)
+            await self._session(url, log)
+
+    async def _session(self, url: str, log: SessionLog) -> None:
+        """Connect, and reconnect with the same token after every drop, until the viva ends."""
+        for attempt in range(8):
+            try:
+                outcome = await self._connect(url, log, attempt > 0)
+            except (aiohttp.ClientError, ConnectionError, TimeoutError) as exc:
+                self.sh.errors[f"client:{type(exc).__name__}"] += 1
+                outcome = "dropped"
+            if outcome != "dropped":
+                return
+            await asyncio.sleep(random.uniform(0.5, 2.0))
+        self.sh.errors["gave_up_reconnecting"] += 1
+
+    async def _connect(self, url: str, log: SessionLog, again: bool) -> str:
+        async with self.sh.cfg.http.ws_connect(url, autoping=True) as ws:
+            hello = await ws.receive(timeout=30)
+            event = json.loads(hello.data) if hello.type == aiohttp.WSMsgType.TEXT else {}
+            if event.get("type") != "session.created":
+                code = event.get("code", hello.type.name)
+                if code == "session_busy" and again:  # the old link is not seen gone yet
+                    self.sh.provoked["session_busy_on_reconnect"] += 1
+                    return "dropped"
+                self.sh.errors[f"refused:{code}"] += 1
+                return "refused"
+            log.connected = True
+            if again:
+                if event.get("resumed") is True:
+                    self.sh.resumed += 1
+                else:
+                    self.sh.errors["reconnect_not_resumed"] += 1
+            mic = Mic(ws, TurnTracker(self.slot, 1))
+            mic_task = asyncio.create_task(mic.run(), name=f"mic-{self.slot}")
+            try:
+                return await self._listen(ws, mic, log)
+            finally:
+                mic_task.cancel()
+                await asyncio.wait([mic_task])
+
+    async def _listen(self, ws: aiohttp.ClientWebSocketResponse, mic: Mic, log: SessionLog) -> str:
+        loop = asyncio.get_running_loop()
+        kinds: dict[str, str] = {}
+        speaking: str | None = None  # kind of the examiner's open response
+        ending = False
+        drop_at: float | None = None
+        last_msg = loop.time()
+        while True:
+            if self.sh.stop.is_set() and not ending and not ws.closed:
+                ending = True  # the run is over: end the viva the polite way
+                await ws.send_str(json.dumps({"type": "session.end"}))
+            try:
+                msg = await ws.receive(timeout=1.0)
+            except TimeoutError:
+                if loop.time() - last_msg > IDLE_LIMIT_S:
+                    self.sh.errors["stalled"] += 1
+                    return "dropped"
+                continue
+            now = loop.time()
+            last_msg = now
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                ev = json.loads(msg.data)
+                kind = ev.get("type")
+                if kind == "response.created":
+                    kinds[str(ev.get("response_id"))] = speaking = str(ev.get("kind"))
+                elif kind in ("response.done", "response.cancelled"):
+                    speaking = None
+                    if isinstance(lat := ev.get("latency_ms"), int | float):
+                        self.sh.latencies.append((time.monotonic() - self.sh.t0, float(lat)))
+                    rid = str(ev.get("response_id"))
+                    if kind == "response.done" and kinds.get(rid) in ASKS and not mic.busy:
+                        mic.play(self._clip(log))
+                        if self.pending == "disconnect" and not ending:
+                            drop_at = now + random.uniform(0.8, 1.5)
+                self._note(ev, log)
+            elif msg.type != aiohttp.WSMsgType.BINARY:  # closing, closed, error
+                if log.ended_reason is not None:
+                    return "ended"
+                self.sh.errors[f"closed:{ws.close_code}"] += 1
+                return "dropped"
+            elif self.pending == "barge_in" and speaking == "question" and not mic.busy:
+                self.pending = None
+                self.sh.faults["barge_in"] += 1
+                mic.play(self._clip(log))
+            if ending or self.pending is None:
+                continue
+            if drop_at is not None and now >= drop_at and mic.busy:
+                self.pending = drop_at = None
+                self.sh.faults["disconnect"] += 1
+                await self._abort(ws)
+                return "dropped"
+            if self.pending == "abandon":
+                self.pending = None
+                self.sh.faults["abandon"] += 1
+                log.abandoned = True
+                await self._abort(ws)
+                return "abandoned"
+            if self.pending == "malformed":
+                self.pending = None
+                await self._malformed(ws)
+            if self.pending == "stop_reading":
+                self.pending = None
+                outcome = await self._stop_reading(ws, log)
+                if outcome is not None:
+                    return outcome
+
+    def _clip(self, log: SessionLog) -> Clip:
+        clips = self.sh.cfg.clips
+        return clips[(self.slot + len(log.transcripts)) % len(clips)]
+
+    def _note(self, ev: dict[str, Any], log: SessionLog) -> None:
+        kind = ev.get("type")
+        if kind == "conversation.item.input_audio_transcription.completed":
+            log.transcripts.append((int(ev["question_number"]), str(ev["transcript"])))
+        elif kind == "exam.completed":
+            log.completed_status = str(ev.get("status"))
+        elif kind == "session.ended":
+            log.ended_reason = str(ev.get("reason"))
+        elif kind == "error":
+            code = str(ev.get("code"))
+            if code in PROVOKED:
+                self.sh.provoked[code] += 1
+            else:
+                self.sh.errors[f"error:{code}"] += 1
+
+    @staticmethod
+    async def _abort(ws: aiohttp.ClientWebSocketResponse) -> None:
+        """Drop the link without a close frame, as a lost network would."""
+        transport = ws._conn.transport if ws._conn is not None else None
+        if transport is not None:
+            transport.abort()
+        await asyncio.sleep(0)
+
+    async def _malformed(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.sh.faults["malformed"] += 1
+        await ws.send_str("{not json")
+        await ws.send_str(json.dumps({"type": "response.create", "event_id": "soak"}))
+        await ws.send_bytes(b"\x01\x02\x03")  # odd length
+        await ws.send_bytes(bytes(40_000))  # over MAX_AUDIO_FRAME_BYTES
+
+    async def _stop_reading(
+        self, ws: aiohttp.ClientWebSocketResponse, log: SessionLog
+    ) -> str | None:
+        """Stop reading for longer than the send timeout while asking for audio, then read again:
+        the server should have closed with 4002 (slow_consumer); reconnect after it."""
+        transport = ws._conn.transport if ws._conn is not None else None
+        if transport is None:
+            return None
+        self.sh.faults["stop_reading"] += 1
+        transport.pause_reading()
+        try:
+            for _ in range(int(self.sh.send_timeout_s * 3) + 20):
+                await ws.send_str(json.dumps({"type": "exam.repeat"}))
+                await asyncio.sleep(1.0)
+        except ConnectionError:
+            pass
+        finally:
+            transport.resume_reading()
+        while True:
+            try:
+                msg = await ws.receive(timeout=10)
+            except TimeoutError:
+                self.sh.errors["stop_reading_not_disconnected"] += 1
+                return None
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                ev = json.loads(msg.data)
+                if ev.get("type") == "error" and ev.get("code") == "slow_consumer":
+                    self.sh.provoked["slow_consumer"] += 1
+                else:
+                    self._note(ev, log)
+            elif msg.type != aiohttp.WSMsgType.BINARY:
+                if log.ended_reason is not None:
+                    return "ended"
+                if ws.close_code == 4002:
+                    self.sh.provoked["closed:4002"] += 1
+                else:
+                    self.sh.errors[f"stop_reading_closed:{ws.close_code}"] += 1
+                return "dropped"
