@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 MODELS_STAMP := .cache/models/.fetched
 
-.PHONY: venv models chromium run test lint typecheck pytest db lock bench-db bench-models bench-latency clean
+.PHONY: venv models chromium run test lint typecheck pytest db lock bench-db bench-models bench-latency bench-soak clean
 
 venv: $(STAMP)
 
@@ -58,6 +58,12 @@ bench-db: venv
 bench-latency: venv models
 	$(BIN)/python benchmarks/latency.py --profile cpu --sessions 1 --turns 6 --json results/latency_cpu.json
 	$(BIN)/python benchmarks/latency.py --profile fake --sessions 100 --turns 3 --ramp-s 10 --json results/latency_fake100.json
+
+# The soak: 50 fake-profile students for 10 minutes on PostgreSQL, restarted 3 times, with
+# misbehaving clients; checks every acknowledged answer against the database.
+bench-soak: venv
+	$(BIN)/python benchmarks/soak.py --profile fake --db postgres --sessions 50 --minutes 10 \
+	  --pg-restarts 3 --json results/soak_fake.json --worker-log results/soak_fake.log
 
 bench-models: venv models
 	$(BIN)/python benchmarks/models.py --json results/models_cpu.json

@@ -118,17 +118,21 @@ class Student:
         speaking: str | None = None  # kind of the examiner's open response
         ending = False
         drop_at: float | None = None
+        owed = False  # asked while the mic was still busy: answer as soon as it is free
         last_msg = loop.time()
         while True:
             if self.sh.stop.is_set() and not ending and not ws.closed:
                 ending = True  # the run is over: end the viva the polite way
                 await ws.send_str(json.dumps({"type": "session.end"}))
             try:
-                msg = await ws.receive(timeout=1.0)
+                msg = await ws.receive(timeout=0.25)
             except TimeoutError:
                 if loop.time() - last_msg > IDLE_LIMIT_S:
                     self.sh.errors["stalled"] += 1
                     return "dropped"
+                if owed and not mic.busy and not ending:
+                    owed = False
+                    mic.play(self._clip(log))
                 continue
             now = loop.time()
             last_msg = now
@@ -142,17 +146,25 @@ class Student:
                     if isinstance(lat := ev.get("latency_ms"), int | float):
                         self.sh.latencies.append((time.monotonic() - self.sh.t0, float(lat)))
                     rid = str(ev.get("response_id"))
-                    if kind == "response.done" and kinds.get(rid) in ASKS and not mic.busy:
-                        mic.play(self._clip(log))
-                        if self.pending == "disconnect" and not ending:
-                            drop_at = now + random.uniform(0.8, 1.5)
+                    if kind == "response.done" and kinds.get(rid) in ASKS:
+                        owed = True
                 self._note(ev, log)
-            elif msg.type != aiohttp.WSMsgType.BINARY:  # closing, closed, error
+            if owed and not mic.busy and not ending:
+                owed = False
+                mic.play(self._clip(log))
+                if self.pending == "disconnect":
+                    drop_at = now + random.uniform(0.8, 1.5)
+            if msg.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):  # closed
                 if log.ended_reason is not None:
                     return "ended"
                 self.sh.errors[f"closed:{ws.close_code}"] += 1
                 return "dropped"
-            elif self.pending == "barge_in" and speaking == "question" and not mic.busy:
+            if (
+                msg.type == aiohttp.WSMsgType.BINARY
+                and self.pending == "barge_in"
+                and speaking == "question"
+                and not mic.busy
+            ):
                 self.pending = None
                 self.sh.faults["barge_in"] += 1
                 mic.play(self._clip(log))
