@@ -48,6 +48,7 @@ from worker.jobs import (
 )
 from worker.opening import CreateSession, Opened, OpenRefused, open_session
 from worker.resources import Database
+from worker.scoring import answer_row, evaluation_row
 from worker.speaker import PromptCache
 from worker.warmup import MODELS
 
@@ -150,30 +151,14 @@ class JobRunner:
     ) -> tuple[int, int, int]:
         """Enqueue the answer and its evaluation; (answer id, evaluation id, last seq)."""
         writer = self.db.writer
-        answer = ops.upsert(
-            "answers",
-            session_id=session_id,
-            question_bank_id=question.id,
-            question_number=question.number,
-            transcribed_text=transcript.text,
-            answer_text=transcript.text,
-            confidence_score=transcript.confidence,
-            audio_duration_seconds=transcript.duration_s or None,
+        answer = answer_row(
+            session_id,
+            question,
+            transcript.text,
+            transcript.confidence,
+            transcript.duration_s or None,
         )
-        evaluation = ops.upsert(
-            "evaluations",
-            answer_id=answer.row["id"],
-            session_id=session_id,
-            evaluator_type=result.evaluator_type,
-            score_obtained=result.score_obtained,
-            max_score=result.max_score,
-            percentage_correct=result.percentage_correct,
-            feedback=result.feedback,
-            feedback_type=result.feedback_type,
-            matched_keywords=list(result.matched_keywords),
-            missing_keywords=list(result.missing_keywords),
-            processing_time_ms=result.processing_time_ms,
-        )
+        evaluation = evaluation_row(answer.row["id"], session_id, result)
         writer.enqueue(answer)
         seq = writer.enqueue(evaluation)
         return answer.row["id"], evaluation.row["id"], seq

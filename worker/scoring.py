@@ -15,8 +15,8 @@ from db import ops
 from models.base import LLM, Transcript
 from worker import protocol as p
 from worker.config import ExamConfig
-from worker.evaluators import evaluate
-from worker.exam import Evaluate
+from worker.evaluators import Evaluation, evaluate
+from worker.exam import Evaluate, Question
 from worker.grading import ScoredAnswer
 
 log = logging.getLogger(__name__)
@@ -40,16 +40,8 @@ async def score_answer(
     duration_s: float,
     latency_f: asyncio.Future[float] | None,
 ) -> ScoredAnswer | None:
-    answer = ops.upsert(
-        "answers",
-        session_id=ctx.session_id,
-        question_bank_id=d.question.id,
-        question_number=d.question.number,
-        transcribed_text=d.transcript,
-        answer_text=d.transcript,
-        confidence_score=transcript.confidence if transcript else None,
-        audio_duration_seconds=duration_s,
-    )
+    confidence = transcript.confidence if transcript else None
+    answer = answer_row(ctx.session_id, d.question, d.transcript, confidence, duration_s)
     ctx.enqueue(answer)
     try:
         result = await evaluate(
@@ -68,23 +60,7 @@ async def score_answer(
         await asyncio.wait({latency_f}, timeout=LATENCY_WAIT_S)
         if latency_f.done() and not latency_f.cancelled():
             latency = latency_f.result()
-    ctx.enqueue(
-        ops.upsert(
-            "evaluations",
-            answer_id=answer.row["id"],
-            session_id=ctx.session_id,
-            evaluator_type=result.evaluator_type,
-            score_obtained=result.score_obtained,
-            max_score=result.max_score,
-            percentage_correct=result.percentage_correct,
-            feedback=result.feedback,
-            feedback_type=result.feedback_type,
-            matched_keywords=list(result.matched_keywords),
-            missing_keywords=list(result.missing_keywords),
-            latency_ms=latency,
-            processing_time_ms=result.processing_time_ms,
-        )
-    )
+    ctx.enqueue(evaluation_row(answer.row["id"], ctx.session_id, result, latency))
     ctx.enqueue(ops.session_update(ctx.session_id, questions_answered=ctx.answered()))
     if ctx.exam.show_scores:
         ctx.emit(
@@ -104,4 +80,45 @@ async def score_answer(
         result.max_score,
         result.feedback_type,
         latency,
+    )
+
+
+def answer_row(
+    session_id: int,
+    question: Question,
+    text: str,
+    confidence: float | None,
+    duration_s: float | None,
+) -> ops.Upsert:
+    """An `answers` row: what was said to `question` (every attempt so far, joined)."""
+    return ops.upsert(
+        "answers",
+        session_id=session_id,
+        question_bank_id=question.id,
+        question_number=question.number,
+        transcribed_text=text,
+        answer_text=text,
+        confidence_score=confidence,
+        audio_duration_seconds=duration_s,
+    )
+
+
+def evaluation_row(
+    answer_id: int, session_id: int, result: Evaluation, latency_ms: float | None = None
+) -> ops.Upsert:
+    """An `evaluations` row for `result`; `latency_ms` is the turn latency of that answer."""
+    return ops.upsert(
+        "evaluations",
+        answer_id=answer_id,
+        session_id=session_id,
+        evaluator_type=result.evaluator_type,
+        score_obtained=result.score_obtained,
+        max_score=result.max_score,
+        percentage_correct=result.percentage_correct,
+        feedback=result.feedback,
+        feedback_type=result.feedback_type,
+        matched_keywords=list(result.matched_keywords),
+        missing_keywords=list(result.missing_keywords),
+        latency_ms=latency_ms,
+        processing_time_ms=result.processing_time_ms,
     )
