@@ -49,6 +49,16 @@ def _open_link(launched: Launched, worker: Worker, created: dict[str, Any]) -> N
     launched.page.get_by_role("button", name="Start viva").click()
 
 
+def _until_question_shown(launched: Launched, worker: Worker) -> None:
+    _wait(
+        launched,
+        worker,
+        "() => window.vivaDebug.events.includes('exam.question')",
+        60_000,
+        "question 1 shown",
+    )
+
+
 def test_one_full_turn_with_the_fake_microphone(
     worker: Worker, launch: Callable[..., Launched], tmp_path: Path
 ) -> None:
@@ -59,13 +69,7 @@ def test_one_full_turn_with_the_fake_microphone(
     started = time.monotonic()
     _open_link(launched, worker, created)
 
-    _wait(
-        launched,
-        worker,
-        "() => window.vivaDebug.events.includes('exam.question')",
-        60_000,
-        "question 1 shown",
-    )
+    _until_question_shown(launched, worker)
     assert page.locator("#question").inner_text().strip()
     assert "Question 1 of" in page.locator("#question-number").inner_text()
 
@@ -152,13 +156,7 @@ def test_dropped_connection_reconnects_and_resumes(
     page = launched.page
     created = worker.create_session("law", "law_of_contract", "browser-drop")
     _open_link(launched, worker, created)
-    _wait(
-        launched,
-        worker,
-        "() => window.vivaDebug.events.includes('exam.question')",
-        60_000,
-        "question 1 shown",
-    )
+    _until_question_shown(launched, worker)
     question = page.locator("#question").inner_text()
 
     # The network goes away under a live session: the page says so and keeps trying.
