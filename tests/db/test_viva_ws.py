@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import wave
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,15 +14,10 @@ from sqlalchemy import select
 
 from db.tables import Answer, Evaluation, Result
 from tests.db.helpers import AUTH, server_config, wait_ready
+from tests.db.student import clip_pcm, silence
 from worker.server import build_app
 
-CLIP = Path(__file__).resolve().parents[1] / "data" / "clips" / "law_contract.wav"
 FRAME = 640  # 20 ms of 16 kHz PCM16
-
-
-def _clip_pcm() -> bytes:
-    with wave.open(str(CLIP)) as w:
-        return w.readframes(w.getnframes())
 
 
 @pytest.fixture
@@ -67,7 +60,7 @@ async def test_one_turn_then_end(client: TestClient, db_session) -> None:  # typ
     assert q1["number"] == 1
     await _until(ws, "response.done", seen)  # greeting
     await _until(ws, "response.done", seen)  # question 1
-    pcm = _clip_pcm() + bytes(16000 * 2)  # the answer, then a second of silence
+    pcm = clip_pcm() + silence(1.0)  # the answer, then a second of silence
     # The fake ASR's words match no expected keyword, so the examiner asks one follow-up
     # (max_followups 1) before moving on: answer twice.
     kinds = []

@@ -22,8 +22,8 @@ from db.setup import migrate_and_seed
 from db.tables import Answer, Evaluation, Result, Session
 from models.hub import Hub
 from tests.db.helpers import API_KEY, AUTH
-from tests.db.student import FRAME, Student, silence
-from tests.integration.conftest import CLIPS, ROOT, clips
+from tests.db.student import FRAME, Student, clip_pcm, silence
+from tests.integration.conftest import ROOT, clips
 from tests.integration.wer import wer
 from worker.config import DatabaseConfig, load_config, replace_settings
 from worker.server import build_app
@@ -67,7 +67,7 @@ async def _take_viva(client: TestClient) -> tuple[Student, list[dict[str, Any]],
                 if kinds.get(e["response_id"]) in ("question", "followup", "repeat"):
                     clip = ANSWERS[len(sent) % len(ANSWERS)]
                     sent.append(clip)
-                    await answers.put(_pcm(clip["file"]))
+                    await answers.put(clip_pcm(clip["file"]))
             handled = len(done)
             await asyncio.sleep(0.05)
         await student.until("session.ended")
@@ -75,13 +75,6 @@ async def _take_viva(client: TestClient) -> tuple[Student, list[dict[str, Any]],
     finally:
         streamer.cancel()
     return student, sent, code
-
-
-def _pcm(name: str) -> bytes:
-    import wave
-
-    with wave.open(str(CLIPS / name)) as w:
-        return w.readframes(w.getnframes())
 
 
 @pytest.mark.asyncio(loop_scope="session")
