@@ -17,8 +17,7 @@ import asyncio
 import collections
 import logging
 import statistics
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -57,7 +56,6 @@ class TurnStages:
     llm_first_sentence: float | None = None
     tts_first_audio: float | None = None
     db_enqueue: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def critical_path_models(self) -> float:
