@@ -211,7 +211,7 @@ def summarize(
     end = args.minutes * 60
     first = window_mean(sampler.main, args.ramp_s, args.ramp_s + 60)
     last = window_mean(sampler.main, end - 60, end)
-    minutes = per_minute(sh.latencies)
+    minutes = per_minute(sh.latencies, end)
     keys = list(minutes)
     p95_first = minutes[keys[0]]["p95"] if keys else None
     p95_last = minutes[keys[-1]]["p95"] if keys else None

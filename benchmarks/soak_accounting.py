@@ -136,11 +136,15 @@ def growth_pct(first: float | None, last: float | None) -> float | None:
     return round((last / first - 1) * 100, 2)
 
 
-def per_minute(samples: Iterable[tuple[float, float]]) -> dict[str, dict[str, Any]]:
-    """(seconds since start, latency ms) -> {"0": {"n":.., "p50":.., "p95":.., "p99":..}, ...}."""
+def per_minute(
+    samples: Iterable[tuple[float, float]], end_s: float = float("inf")
+) -> dict[str, dict[str, Any]]:
+    """(seconds since start, latency ms) -> {"0": {"n":.., "p50":.., "p95":.., "p99":..}, ...},
+    leaving out samples from `end_s` on (the wind-down, when the students end their vivas)."""
     buckets: dict[int, list[float]] = defaultdict(list)
     for t, v in samples:
-        buckets[int(t // 60)].append(v)
+        if t < end_s:
+            buckets[int(t // 60)].append(v)
     return {str(m): {"n": len(vs), **quantiles(vs)} for m, vs in sorted(buckets.items())}
 
 

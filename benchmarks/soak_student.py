@@ -32,6 +32,8 @@ CLIENT_FAULTS = ("disconnect", "stop_reading", "malformed", "barge_in", "abandon
 # Error codes the faults provoke on purpose: counted apart from the unexpected ones.
 PROVOKED = frozenset({"invalid_json", "unknown_event", "audio_format", "frame_too_large"})
 IDLE_LIMIT_S = 60.0  # no message for this long is a stalled session
+# Responses a student answers once they finish: questions, and a nudge to say something.
+ANSWER_AFTER = ASKS | {"nudge"}
 
 
 @dataclass
@@ -55,6 +57,8 @@ class Student:
         self.sh, self.slot = shared, slot
         self.pending: str | None = None  # a fault the scheduler asked for
         self._n = 0
+        self._answers = 0  # clips played, so a lost or ignored answer moves on to the next clip
+        self._clips = shared.cfg.clips
 
     async def run(self, delay_s: float) -> None:
         await asyncio.sleep(delay_s)
@@ -99,6 +103,11 @@ class Student:
                 self.sh.errors[f"refused:{code}"] += 1
                 return "refused"
             log.connected = True
+            # Only clips the examiner takes as answers: a shorter one is ignored as a stray word,
+            # and a student who then waits in silence only hears a nudge 15 s later.
+            min_s = float(event.get("turn_detection", {}).get("min_answer_seconds", 0))
+            self._clips = [c for c in self.sh.cfg.clips if c.voiced_s >= min_s + 0.3]
+            self._clips = self._clips or self.sh.cfg.clips
             if again:
                 if event.get("resumed") is True:
                     self.sh.resumed += 1
@@ -132,7 +141,7 @@ class Student:
                     return "dropped"
                 if owed and not mic.busy and not ending:
                     owed = False
-                    mic.play(self._clip(log))
+                    mic.play(self._clip())
                 continue
             now = loop.time()
             last_msg = now
@@ -146,12 +155,12 @@ class Student:
                     if isinstance(lat := ev.get("latency_ms"), int | float):
                         self.sh.latencies.append((time.monotonic() - self.sh.t0, float(lat)))
                     rid = str(ev.get("response_id"))
-                    if kind == "response.done" and kinds.get(rid) in ASKS:
+                    if kind == "response.done" and kinds.get(rid) in ANSWER_AFTER:
                         owed = True
                 self._note(ev, log)
             if owed and not mic.busy and not ending:
                 owed = False
-                mic.play(self._clip(log))
+                mic.play(self._clip())
                 if self.pending == "disconnect":
                     drop_at = now + random.uniform(0.8, 1.5)
             if msg.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):  # closed
@@ -167,7 +176,7 @@ class Student:
             ):
                 self.pending = None
                 self.sh.faults["barge_in"] += 1
-                mic.play(self._clip(log))
+                mic.play(self._clip())
             if ending or self.pending is None:
                 continue
             if drop_at is not None and now >= drop_at and mic.busy:
@@ -190,9 +199,9 @@ class Student:
                 if outcome is not None:
                     return outcome
 
-    def _clip(self, log: SessionLog) -> Clip:
-        clips = self.sh.cfg.clips
-        return clips[(self.slot + len(log.transcripts)) % len(clips)]
+    def _clip(self) -> Clip:
+        self._answers += 1
+        return self._clips[(self.slot + self._answers) % len(self._clips)]
 
     def _note(self, ev: dict[str, Any], log: SessionLog) -> None:
         kind = ev.get("type")

@@ -91,6 +91,12 @@ def test_per_minute_percentiles() -> None:
     assert out["1"]["p99"] == 30.0
 
 
+def test_per_minute_leaves_out_the_wind_down() -> None:
+    out = per_minute([(5, 10.0), (119, 20.0), (121, 99.0)], end_s=120)
+    assert list(out) == ["0", "1"]
+    assert out["1"]["n"] == 1 and out["1"]["p50"] == 20.0
+
+
 def test_log_problems() -> None:
     lines = [
         "2026 INFO worker: fine",
