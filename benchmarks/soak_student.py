@@ -237,7 +237,8 @@ class Student:
         self, ws: aiohttp.ClientWebSocketResponse, log: SessionLog
     ) -> str | None:
         """Stop reading for longer than the send timeout while asking for audio, then read again:
-        the server should have closed with 4002 (slow_consumer); reconnect after it."""
+        the server should have dropped the connection (1006: no close frame can get through to
+        a client that is not reading); reconnect after it."""
         transport = ws._conn.transport if ws._conn is not None else None
         if transport is None:
             return None
@@ -258,16 +259,12 @@ class Student:
                 self.sh.errors["stop_reading_not_disconnected"] += 1
                 return None
             if msg.type == aiohttp.WSMsgType.TEXT:
-                ev = json.loads(msg.data)
-                if ev.get("type") == "error" and ev.get("code") == "slow_consumer":
-                    self.sh.provoked["slow_consumer"] += 1
-                else:
-                    self._note(ev, log)
+                self._note(json.loads(msg.data), log)
             elif msg.type != aiohttp.WSMsgType.BINARY:
                 if log.ended_reason is not None:
                     return "ended"
-                if ws.close_code == 4002:
-                    self.sh.provoked["closed:4002"] += 1
+                if ws.close_code == aiohttp.WSCloseCode.ABNORMAL_CLOSURE:
+                    self.sh.provoked["dropped_slow_consumer"] += 1
                 else:
                     self.sh.errors[f"stop_reading_closed:{ws.close_code}"] += 1
                 return "dropped"

@@ -52,6 +52,10 @@ class ServerConfig(_Frozen):
     practice_sessions: bool = True
     # A client that has not taken a queued frame for this long is disconnected (slow reader).
     send_timeout_seconds: float = Field(10, gt=0)
+    # Kernel send buffer of a voice WebSocket (Linux doubles it; 0 leaves it to autotuning).
+    # Paced audio needs little, and autotuning grows it to megabytes: a client that stops reading
+    # would then go unnoticed for a minute of examiner audio before the send timeout could start.
+    socket_send_buffer_bytes: int = Field(65536, ge=0)
     # SIGTERM: live sessions are told and results written within this bound, then the process exits.
     shutdown_timeout_seconds: float = Field(20, gt=0)
 

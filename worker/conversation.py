@@ -23,7 +23,7 @@ from db import ops
 from models.base import SAMPLE_RATE, VAD_CHUNK, Transcript, pcm16_to_float
 from worker import protocol as p
 from worker.exam import Decision, Evaluate, Finish, Ignored, Say
-from worker.metrics import BARGE_INS, WS_ERRORS, TurnStages
+from worker.metrics import BARGE_INS, SLOW_CONSUMERS, WS_ERRORS, TurnStages
 from worker.outbox import Outbox, SlowConsumer
 from worker.turns import (
     BargeIn,
@@ -61,12 +61,14 @@ class Over(Exception):
 
 
 class Conversation:
-    def __init__(self, session: VivaSession, ws: web.WebSocketResponse):
+    def __init__(
+        self, session: VivaSession, ws: web.WebSocketResponse, transport: asyncio.Transport | None
+    ):
         # Per connection: the turn detector and audio offsets restart at 0.
         self.s = session
         self.r, self.hub, self.cfg, self.clock = session.r, session.hub, session.cfg, session.clock
         self.flow, self.speaker = session.flow, session.speaker
-        self.ws = ws
+        self.ws, self.transport = ws, transport
         self._tg: asyncio.TaskGroup | None = None
         self.out = Outbox(
             ws,
@@ -124,9 +126,12 @@ class Conversation:
             pass  # ConnectionResetError: the socket closed under a send
         except* SlowConsumer as group:
             log.warning("session %s: %s; disconnecting", self.r.code, group.exceptions[0])
-            WS_ERRORS.labels("slow_consumer").inc()
-            if not self.ws.closed:
-                await self.ws.close(code=p.CloseCode.SLOW_CONSUMER, message=b"slow consumer")
+            SLOW_CONSUMERS.inc()
+            # Dropped, not closed: a close frame would only queue behind what the client is not
+            # reading, and aiohttp's drain, once the send timeout has cancelled it, fails every
+            # later write on this connection with CancelledError (it shares one waiter).
+            if self.transport is not None:
+                self.transport.abort()
         finally:
             self._tg = None
             self.s.usage.audio_out_seconds += self.out.audio_seconds

@@ -44,6 +44,9 @@ LIVE_SESSIONS = Gauge("viva_live_sessions", "Sessions held by this process (conn
 CONNECTED = Gauge("viva_connected_students", "Sessions with a connected student")
 BARGE_INS = Counter("viva_barge_ins_total", "Examiner responses cut short by the student")
 WS_ERRORS = Counter("viva_ws_errors_total", "Error events sent to clients", ["code"])
+SLOW_CONSUMERS = Counter(
+    "viva_slow_consumers_total", "Connections dropped because the client stopped reading"
+)
 SESSIONS_ENDED = Counter("viva_sessions_ended_total", "Sessions ended", ["status"])
 
 

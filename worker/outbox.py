@@ -8,8 +8,8 @@ last audio has gone out. `open_response` is the response the client is hearing n
 
 Both queues are bounded. Audio producers wait when the audio queue is full (that is the pacing);
 control events are small and rare, so a full control queue, or a socket that accepts nothing for
-`send_timeout_s`, means the client stopped reading: `SlowConsumer` ends the connection (close
-4002), and the student may reconnect within the grace period.
+`send_timeout_s`, means the client stopped reading: `SlowConsumer` ends the connection (dropped,
+see Conversation.run), and the student may reconnect within the grace period.
 """
 
 from __future__ import annotations

@@ -40,7 +40,6 @@ ErrorCode: TypeAlias = Literal[
     "session_closed",
     "session_busy",
     "at_capacity",
-    "slow_consumer",
     "internal_error",
 ]
 ResponseKind: TypeAlias = Literal[
@@ -64,7 +63,6 @@ class CloseCode(IntEnum):
     TRY_AGAIN_LATER = 1013  # the process is at its session limit
     SESSION_BUSY = 4000  # another connection holds this session
     SESSION_CLOSED = 4001  # the session is already completed or terminated
-    SLOW_CONSUMER = 4002  # the client stopped reading; reconnecting resumes
 
 
 CLOSE_CODE_FOR: Mapping[ErrorCode, CloseCode] = {
@@ -74,7 +72,6 @@ CLOSE_CODE_FOR: Mapping[ErrorCode, CloseCode] = {
     "session_closed": CloseCode.SESSION_CLOSED,
     "session_busy": CloseCode.SESSION_BUSY,
     "at_capacity": CloseCode.TRY_AGAIN_LATER,
-    "slow_consumer": CloseCode.SLOW_CONSUMER,
     "internal_error": CloseCode.INTERNAL_ERROR,
 }
 

@@ -51,7 +51,7 @@ class SessionRecord:
     college_type: str = ""
 
 
-_Arrival = tuple[web.WebSocketResponse, "asyncio.Future[None]"]
+_Arrival = tuple[web.WebSocketResponse, asyncio.Transport | None, "asyncio.Future[None]"]
 
 
 class VivaSession:
@@ -100,10 +100,10 @@ class VivaSession:
 
     # --- lifecycle ---------------------------------------------------------------------------
 
-    async def serve(self, ws: web.WebSocketResponse) -> None:
+    async def serve(self, ws: web.WebSocketResponse, transport: asyncio.Transport | None) -> None:
         """Hand a student's connection to the session; returns when that connection is over."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._arrivals.put_nowait((ws, done))
+        self._arrivals.put_nowait((ws, transport, done))
         await done
 
     def stop(self, reason: str) -> None:
@@ -133,7 +133,7 @@ class VivaSession:
                 arrival = self._arrivals.get_nowait()
                 if arrival is not None:
                     await _refuse(arrival[0], "session_closed", "the session has ended")
-                    arrival[1].set_result(None)
+                    arrival[2].set_result(None)
 
     async def _connection_loop(self) -> None:
         grace = self.cfg.exam.reconnect_grace_seconds
@@ -148,9 +148,9 @@ class VivaSession:
                 reason = self.stop_reason or f"no connection within {grace:g} s"
                 await self._end_offline(reason)
                 return
-            ws, done = arrival
+            ws, transport, done = arrival
             try:
-                await self._serve(ws)
+                await self._serve(ws, transport)
             finally:
                 if not done.done():
                     done.set_result(None)
@@ -160,10 +160,10 @@ class VivaSession:
                 await self._end_offline(self.stop_reason)
                 return
 
-    async def _serve(self, ws: web.WebSocketResponse) -> None:
+    async def _serve(self, ws: web.WebSocketResponse, transport: asyncio.Transport | None) -> None:
         resumed = self._connections > 0
         self._connections += 1
-        self._conversation = Conversation(self, ws)
+        self._conversation = Conversation(self, ws, transport)
         CONNECTED.inc()
         self.connected = True
         self.changed()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 
 from aiohttp import web
 
@@ -87,10 +88,19 @@ def _reject_token(request: web.Request, code: str, reason: str) -> None:
     )
 
 
+def _bound_send_buffer(request: web.Request, size: int) -> None:
+    """A small kernel send buffer, so that a client that stops reading blocks the server's
+    writes within seconds and meets `send_timeout_seconds` (the connection is dropped)."""
+    sock = request.transport.get_extra_info("socket") if request.transport else None
+    if size and sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+
+
 async def stream(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(max_msg_size=p.MAX_WS_MESSAGE_BYTES, heartbeat=20)
     await ws.prepare(request)
     app, code = request.app, request.match_info["code"].upper()
+    _bound_send_buffer(request, app[CONFIG].server.socket_send_buffer_bytes)
     try:
         verify_token(request.query.get("token", ""), code, app[CONFIG].server.api_key)
     except TokenError as exc:
@@ -103,7 +113,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
         session = await app[LIVE].open(code, lambda: _new_session(request, code))
     except Refused as exc:
         return await _refuse(ws, exc.code, exc.message)
-    await session.serve(ws)
+    await session.serve(ws, request.transport)
     # A link the client dropped without a close frame leaves `ws.closed` False too: only a
     # connection still writable can be told that the session failed.
     transport = request.transport

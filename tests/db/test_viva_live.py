@@ -8,10 +8,14 @@ same server on the real cpu-profile models.
 from __future__ import annotations
 
 import asyncio
+import json
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import select
 
@@ -21,6 +25,7 @@ from models.fakes import FakeASR, FakeTTS
 from tests.db.helpers import API_KEY, AUTH, server_config, wait_ready
 from tests.db.student import Student, clip_pcm, silence, tone
 from worker.api import LIVE
+from worker.metrics import SLOW_CONSUMERS
 from worker.server import build_app
 from worker.tokens import issue_token
 from worker.warmup import MODELS
@@ -327,4 +332,46 @@ async def test_silence_between_answers_is_not_hoarded(worker: Open) -> None:
     await student.send(clip_pcm() + silence(1.0), realtime=False)  # and answers still work
     heard = await student.until("conversation.item.input_audio_transcription.completed")
     assert heard["question_number"] == 1
+    await student.stop()
+
+
+def _small_receive_window(addr_info: Any) -> socket.socket:
+    family, type_, proto, _, _ = addr_info
+    sock = socket.socket(family=family, type=type_, proto=proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32_768)  # before connect: small window
+    return sock
+
+
+async def test_a_client_that_stops_reading_is_cut_off_and_may_resume(worker: Open) -> None:
+    """Paced examiner audio (48 KB/s) must fill the socket and trip the send timeout within
+    seconds; with the kernel's autotuned send buffer (megabytes) it took over a minute."""
+    client, created = await worker(**{"server.send_timeout_seconds": 1.0})
+    code, token = created["session_code"], created["token"]
+    cut_off = SLOW_CONSUMERS
+    before = cut_off._value.get()
+    connector = aiohttp.TCPConnector(socket_factory=_small_receive_window)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        url = client.make_url(f"/v1/sessions/{code}/stream?token={token}")
+        async with http.ws_connect(url) as ws:
+            hello = await ws.receive_json(timeout=10)
+            assert hello["type"] == "session.created"
+            assert ws._conn is not None and ws._conn.transport is not None
+            ws._conn.transport.pause_reading()
+            loop = asyncio.get_running_loop()
+            stopped_at = loop.time()
+            # Keep the examiner talking: every repeat starts the question's audio again.
+            while cut_off._value.get() == before and loop.time() - stopped_at < 30:
+                await ws.send_str(json.dumps({"type": "exam.repeat"}))
+                await asyncio.sleep(0.5)
+            assert cut_off._value.get() == before + 1, "not cut off within 30 s"
+            ws._conn.transport.resume_reading()
+            while (await ws.receive(timeout=30)).type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                pass
+            # Dropped without a close frame: one would wait behind the unread audio.
+            assert ws.close_code == 1006
+    student = await connect(client, created)
+    resumed = await student.until("session.created")
+    assert resumed["resumed"] is True
+    assert (await student.until("exam.question"))["number"] == 1
+    await student.until("response.created", kind="repeat")
     await student.stop()
