@@ -11,8 +11,9 @@ starts a new session when one ends, so the load stays at N. Faults come every `-
 (round robin over `--faults`, each to a random student); PostgreSQL is restarted `--pg-restarts`
 times, evenly spread, and always left running. At the end the students end their vivas, the
 worker is stopped with SIGTERM (it drains its writer) and the rows are counted: see
-benchmarks/soak_accounting.py for the rules. Exit status 1 when a row is missing or duplicated
-or the worker logged an unhandled exception.
+benchmarks/soak_accounting.py for the rules. Exit status 1 when a row is missing or duplicated,
+the worker logged an unhandled exception, its RSS grew by `--max-rss-growth-pct` (5) or more, or
+the last minute's turn p95 rose more than `--max-p95-rise-pct` (10) over the first minute's.
 """
 
 from __future__ import annotations
@@ -264,8 +265,12 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
-def verdict(result: dict[str, Any]) -> list[str]:
-    """Why the run failed; empty when it passed."""
+def verdict(
+    result: dict[str, Any], max_rss_growth_pct: float, max_p95_rise_pct: float
+) -> list[str]:
+    """Why the run failed; empty when it passed. RSS growth is the last minute's mean against the
+    first full minute after the ramp; the p95 check fails only on a rise (a faster last minute
+    is no regression)."""
     out = []
     if result["rows_found"] != result["rows_expected"]:
         out.append(f"rows_found {result['rows_found']} != rows_expected {result['rows_expected']}")
@@ -273,8 +278,14 @@ def verdict(result: dict[str, Any]) -> list[str]:
         out.append(f"rows_duplicated {result['rows_duplicated']}")
     if result["worker_log_problems"]["count"]:
         out.append(f"worker log problems {result['worker_log_problems']['count']}")
-    if result["errors"]["unexpected"].get("crash:Exception"):
+    if any(k.startswith("crash:") for k in result["errors"]["unexpected"]):
         out.append("a student crashed")
+    growth = result["rss_mb"]["growth_pct"]
+    if growth is None or growth >= max_rss_growth_pct:
+        out.append(f"RSS growth {growth} % (limit {max_rss_growth_pct:g} %)")
+    rise = result["p95_last_vs_first_minute_pct"]
+    if rise is None or rise > max_p95_rise_pct:
+        out.append(f"turn p95 last vs first minute {rise} % (limit +{max_p95_rise_pct:g} %)")
     return out
 
 
@@ -301,6 +312,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--worker-env", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--worker-log", type=Path, help="keep the worker's output here")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--max-rss-growth-pct", type=float, default=5.0)
+    parser.add_argument("--max-p95-rise-pct", type=float, default=10.0)
     args = parser.parse_args(argv)
     args.faults = [f for f in args.faults.split(",") if f]
     if unknown := set(args.faults) - set(FAULTS):
@@ -317,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         result = asyncio.run(run(args))
     finally:
         sf.ensure_pg_started()  # even after an error or Ctrl-C mid-restart
-    failed = verdict(result)
+    failed = verdict(result, args.max_rss_growth_pct, args.max_p95_rise_pct)
     result["verdict"] = "pass" if not failed else "; ".join(failed)
     emit(result, args.json)
     return 1 if failed else 0
