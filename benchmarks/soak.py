@@ -1,6 +1,7 @@
 """Soak and fault suite: N simulated students for M minutes against a local worker, with
 PostgreSQL restarts, dropped and stalled links, bad frames, barge-ins and abandoned sessions;
-then the database is checked against what the clients were told.
+then the database is checked against what the clients were told. Prints a table and writes
+`--json PATH` with a PNG beside it (RSS over time, turn latency per minute).
 
 Usage:
   python benchmarks/soak.py --profile fake --db postgres --sessions 50 --minutes 10 \
@@ -49,6 +50,7 @@ from benchmarks.soak_accounting import (  # noqa: E402
     slope_per_min,
     window_mean,
 )
+from benchmarks.soak_plot import plot  # noqa: E402
 from benchmarks.soak_student import CLIENT_FAULTS, Shared, Student  # noqa: E402
 
 FAULTS = ("pg_restart", *CLIENT_FAULTS)
@@ -127,6 +129,7 @@ async def schedule_faults(args: argparse.Namespace, sh: Shared, students: list[S
             restarts.pop(0)
             print(f"[{now:5.0f} s] restarting PostgreSQL")
             sh.faults["pg_restart"] += 1
+            sh.restarts_s.append(now)
             await sf.pg_restart(args.pg_down_s)
         if kinds and now >= next_fault:
             idle = [s for s in students if s.pending is None]
@@ -146,7 +149,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             async with soak_worker(args, tmp, db_url, api_key) as (url, proc):
                 sh, sampler = await drive(args, url, api_key, proc)
             rows = await sf.read_rows(db_url)
-    return summarize(args, sh, sampler, rows, proc.returncode)
+    result = summarize(args, sh, sampler, rows, proc.returncode)
+    if args.json:
+        plot(result, sampler.main, sh.restarts_s, args.json.with_suffix(".png"))
+        result["plot"] = str(args.json.with_suffix(".png"))
+    return result
 
 
 def _small_window_socket(addr_info: Any) -> socket.socket:
@@ -258,6 +265,12 @@ def summarize(
         "worker_exit_code": exit_code,
         "worker_log": str(log_path) if args.worker_log_kept else None,
         "worker_log_problems": problems,
+        # What the client saw last in the first few sessions that met an unexpected error.
+        "problem_sessions": [
+            {"code": s.code, "problem": s.problem, "trail": list(s.trail)}
+            for s in sh.sessions
+            if s.problem is not None
+        ][:5],
     }
 
 

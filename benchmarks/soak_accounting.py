@@ -7,7 +7,7 @@ No I/O here, so tests/unit/test_soak_accounting.py checks every rule without a s
 from __future__ import annotations
 
 import re
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +29,10 @@ class SessionLog:
     completed_status: str | None = None  # exam.completed's status, once seen
     ended_reason: str | None = None  # session.ended's reason, once seen
     abandoned: bool = False  # the client left for good on purpose
+    problem: str | None = None  # the unexpected error that ended it, if any
+    # The last things the client saw and did ("12.3 response.done question"): what the report
+    # shows for a session with a problem.
+    trail: deque[str] = field(default_factory=lambda: deque(maxlen=24))
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,8 @@ PROVOKED = frozenset({"invalid_json", "unknown_event", "audio_format", "frame_to
 IDLE_LIMIT_S = 60.0  # no message for this long is a stalled session
 # Responses a student answers once they finish: questions, and a nudge to say something.
 ANSWER_AFTER = ASKS | {"nudge"}
+# Too many to keep in a session's trail.
+QUIET = frozenset({"response.audio_transcript.delta"})
 
 
 @dataclass
@@ -49,6 +51,7 @@ class Shared:
     errors: Counter[str] = field(default_factory=Counter)  # unexpected
     provoked: Counter[str] = field(default_factory=Counter)  # what the faults were meant to cause
     faults: Counter[str] = field(default_factory=Counter)
+    restarts_s: list[float] = field(default_factory=list)  # when PostgreSQL went down
     resumed: int = 0
 
 
@@ -84,12 +87,12 @@ class Student:
             try:
                 outcome = await self._connect(url, log, attempt > 0)
             except (aiohttp.ClientError, ConnectionError, TimeoutError) as exc:
-                self.sh.errors[f"client:{type(exc).__name__}"] += 1
+                self._problem(log, f"client:{type(exc).__name__}")
                 outcome = "dropped"
             if outcome != "dropped":
                 return
             await asyncio.sleep(random.uniform(0.5, 2.0))
-        self.sh.errors["gave_up_reconnecting"] += 1
+        self._problem(log, "gave_up_reconnecting")
 
     async def _connect(self, url: str, log: SessionLog, again: bool) -> str:
         async with self.sh.cfg.http.ws_connect(url, autoping=True) as ws:
@@ -100,7 +103,7 @@ class Student:
                 if code == "session_busy" and again:  # the old link is not seen gone yet
                     self.sh.provoked["session_busy_on_reconnect"] += 1
                     return "dropped"
-                self.sh.errors[f"refused:{code}"] += 1
+                self._problem(log, f"refused:{code}")
                 return "refused"
             log.connected = True
             # Only clips the examiner takes as answers: a shorter one is ignored as a stray word,
@@ -112,7 +115,7 @@ class Student:
                 if event.get("resumed") is True:
                     self.sh.resumed += 1
                 else:
-                    self.sh.errors["reconnect_not_resumed"] += 1
+                    self._problem(log, "reconnect_not_resumed")
             mic = Mic(ws, TurnTracker(self.slot, 1))
             mic_task = asyncio.create_task(mic.run(), name=f"mic-{self.slot}")
             try:
@@ -131,17 +134,18 @@ class Student:
         last_msg = loop.time()
         while True:
             if self.sh.stop.is_set() and not ending and not ws.closed:
+                self._mark(log, "send session.end")
                 ending = True  # the run is over: end the viva the polite way
                 await ws.send_str(json.dumps({"type": "session.end"}))
             try:
                 msg = await ws.receive(timeout=0.25)
             except TimeoutError:
                 if loop.time() - last_msg > IDLE_LIMIT_S:
-                    self.sh.errors["stalled"] += 1
+                    self._problem(log, "stalled")
                     return "dropped"
                 if owed and not mic.busy and not ending:
                     owed = False
-                    mic.play(self._clip())
+                    mic.play(self._clip(log))
                 continue
             now = loop.time()
             last_msg = now
@@ -160,13 +164,13 @@ class Student:
                 self._note(ev, log)
             if owed and not mic.busy and not ending:
                 owed = False
-                mic.play(self._clip())
+                mic.play(self._clip(log))
                 if self.pending == "disconnect":
                     drop_at = now + random.uniform(0.8, 1.5)
             if msg.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):  # closed
                 if log.ended_reason is not None:
                     return "ended"
-                self.sh.errors[f"closed:{ws.close_code}"] += 1
+                self._problem(log, f"closed:{ws.close_code}")
                 return "dropped"
             if (
                 msg.type == aiohttp.WSMsgType.BINARY
@@ -176,7 +180,7 @@ class Student:
             ):
                 self.pending = None
                 self.sh.faults["barge_in"] += 1
-                mic.play(self._clip())
+                mic.play(self._clip(log))
             if ending or self.pending is None:
                 continue
             if drop_at is not None and now >= drop_at and mic.busy:
@@ -199,12 +203,25 @@ class Student:
                 if outcome is not None:
                     return outcome
 
-    def _clip(self) -> Clip:
+    def _clip(self, log: SessionLog) -> Clip:
         self._answers += 1
-        return self._clips[(self.slot + self._answers) % len(self._clips)]
+        clip = self._clips[(self.slot + self._answers) % len(self._clips)]
+        self._mark(log, f"answer {clip.name}")
+        return clip
+
+    def _mark(self, log: SessionLog, what: str) -> None:
+        log.trail.append(f"{time.monotonic() - self.sh.t0:.1f} {what}")
+
+    def _problem(self, log: SessionLog, error: str) -> None:
+        self.sh.errors[error] += 1
+        log.problem = log.problem or error
+        self._mark(log, f"! {error}")
 
     def _note(self, ev: dict[str, Any], log: SessionLog) -> None:
         kind = ev.get("type")
+        if kind not in QUIET:
+            detail = ev.get("kind") or ev.get("code") or ev.get("reason") or ev.get("number") or ""
+            self._mark(log, f"{kind} {detail}".rstrip())
         if kind == "conversation.item.input_audio_transcription.completed":
             log.transcripts.append((int(ev["question_number"]), str(ev["transcript"])))
         elif kind == "exam.completed":
@@ -216,7 +233,7 @@ class Student:
             if code in PROVOKED:
                 self.sh.provoked[code] += 1
             else:
-                self.sh.errors[f"error:{code}"] += 1
+                self._problem(log, f"error:{code}")
 
     @staticmethod
     async def _abort(ws: aiohttp.ClientWebSocketResponse) -> None:
@@ -256,7 +273,7 @@ class Student:
             try:
                 msg = await ws.receive(timeout=10)
             except TimeoutError:
-                self.sh.errors["stop_reading_not_disconnected"] += 1
+                self._problem(log, "stop_reading_not_disconnected")
                 return None
             if msg.type == aiohttp.WSMsgType.TEXT:
                 self._note(json.loads(msg.data), log)
@@ -266,5 +283,5 @@ class Student:
                 if ws.close_code == aiohttp.WSCloseCode.ABNORMAL_CLOSURE:
                     self.sh.provoked["dropped_slow_consumer"] += 1
                 else:
-                    self.sh.errors[f"stop_reading_closed:{ws.close_code}"] += 1
+                    self._problem(log, f"stop_reading_closed:{ws.close_code}")
                 return "dropped"

@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 from worker.config import DatabaseConfig
@@ -29,6 +29,48 @@ class DatabaseUnavailable(RuntimeError):
 
 class DatabaseNotMigrated(RuntimeError):
     """The database lacks the schema (or is behind the code's head revision)."""
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """True when `exc` says the database could not be reached (refused, reset, timed out, shut
+    down), as opposed to a fault in what was asked of it: a request failing this way deserves a
+    retry-later answer, not an internal error. A bare OSError or TimeoutError counts only when
+    it came up through the database drivers."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    for e in chain:
+        if isinstance(e, OperationalError | InterfaceError):
+            return True
+        if isinstance(e, DBAPIError) and e.connection_invalidated:
+            return True
+        if type(e).__name__ in _ASYNCPG_UNREACHABLE:  # without importing asyncpg
+            return True
+    return any(isinstance(e, OSError | TimeoutError) and _from_driver(e) for e in chain)
+
+
+def _from_driver(exc: BaseException) -> bool:
+    tb = exc.__traceback__
+    while tb is not None:
+        if any(f"/{m}/" in tb.tb_frame.f_code.co_filename for m in _DRIVERS):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+_DRIVERS = ("sqlalchemy", "asyncpg", "aiosqlite")
+_ASYNCPG_UNREACHABLE = frozenset(
+    {
+        "CannotConnectNowError",
+        "ConnectionDoesNotExistError",
+        "AdminShutdownError",
+        "CrashShutdownError",
+        "ConnectionFailureError",
+        "ClientCannotConnectError",
+    }
+)
 
 
 def is_sqlite(url: str) -> bool:

@@ -27,6 +27,7 @@ from worker.resources import Database
 CONFIG = web.AppKey("config", Config)
 DATABASE = web.AppKey("database", Database)
 LIVE = web.AppKey("live_sessions", LiveSessions)
+RETRY_AFTER_S = 2  # what a client told the database is unreachable should wait
 _M = TypeVar("_M", bound=BaseModel)
 
 
@@ -39,6 +40,13 @@ class CreatePractice(BaseModel):
 
 def error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+def unavailable() -> web.Response:
+    """503 for a request that needed the database while it is unreachable (restart, outage)."""
+    response = error(503, "database_unavailable", "the database is unreachable; retry shortly")
+    response.headers["Retry-After"] = str(RETRY_AFTER_S)
+    return response
 
 
 def require_api_key(request: web.Request, query: bool = False) -> web.Response | None:

@@ -40,6 +40,7 @@ ErrorCode: TypeAlias = Literal[
     "session_closed",
     "session_busy",
     "at_capacity",
+    "database_unavailable",
     "internal_error",
 ]
 ResponseKind: TypeAlias = Literal[
@@ -72,6 +73,7 @@ CLOSE_CODE_FOR: Mapping[ErrorCode, CloseCode] = {
     "session_closed": CloseCode.SESSION_CLOSED,
     "session_busy": CloseCode.SESSION_BUSY,
     "at_capacity": CloseCode.TRY_AGAIN_LATER,
+    "database_unavailable": CloseCode.TRY_AGAIN_LATER,
     "internal_error": CloseCode.INTERNAL_ERROR,
 }
 

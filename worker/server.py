@@ -18,8 +18,9 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from db.engine import is_unreachable
 from models.hub import Hub
-from worker.api import CONFIG, DATABASE, LIVE, add_routes, error
+from worker.api import CONFIG, DATABASE, LIVE, add_routes, error, unavailable
 from worker.config import Config
 from worker.live import LiveSessions
 from worker.metrics import LoopLag
@@ -110,7 +111,10 @@ async def _typed_errors(request: web.Request, handler: Handler) -> web.StreamRes
         return await handler(request)
     except web.HTTPException:
         raise
-    except Exception:
+    except Exception as exc:
+        if is_unreachable(exc):  # an outage, not a bug: no traceback, and a retry-later answer
+            log.warning("%s %s: database unreachable (%s)", request.method, request.path, exc)
+            return unavailable()
         log.exception("%s %s failed", request.method, request.path)
         return error(500, "internal_error", "the worker failed on this request; see its log")
 

@@ -13,6 +13,7 @@ import socket
 from aiohttp import web
 
 from db import ops
+from db.engine import is_unreachable
 from db.queries.questions import questions_for
 from db.queries.sessions import get_by_code
 from db.tables import User
@@ -39,6 +40,16 @@ async def _refuse(
 
 async def _new_session(request: web.Request, code: str) -> VivaSession:
     """The live session for a stored one (raises Refused when it cannot be run)."""
+    try:
+        return await _load_session(request, code)
+    except Exception as exc:
+        if not is_unreachable(exc):
+            raise
+        log.warning("session %s: database unreachable (%s)", code, exc)
+        raise Refused("database_unavailable", "the database is unreachable; retry shortly") from exc
+
+
+async def _load_session(request: web.Request, code: str) -> VivaSession:
     app = request.app
     cfg = app[CONFIG]
     async with app[DATABASE].sessions() as db:

@@ -6,10 +6,12 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient, TestServer
 
-from tests.db.helpers import AUTH, server_config
+from tests.db.helpers import API_KEY, AUTH, server_config, wait_ready
 from worker.server import build_app
+from worker.tokens import issue_token
 
 
 @pytest.fixture
@@ -101,3 +103,28 @@ async def test_practice_can_be_turned_off(db_url: str, tmp_path) -> None:  # typ
         resp = await c.post("/v1/practice", json=practice)
         assert resp.status == 403 and (await resp.json())["error"]["code"] == "practice_disabled"
         assert (await (await c.get("/v1/catalog")).json())["practice"] is False
+
+
+async def test_an_unreachable_database_is_a_503_not_a_500(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """PostgreSQL down (here: nothing listens on the port): creating a session answers 503
+    `database_unavailable` with Retry-After, and opening a session that is not live refuses the
+    WebSocket with the same code and close 1013 (try again later)."""
+    cfg = server_config(
+        "postgresql+asyncpg://postgres@127.0.0.1:9/test",
+        str(tmp_path / "journal"),
+        **{"database.on_unreachable": "continue", "database.connect_attempts": 1},
+    )
+    async with TestClient(TestServer(build_app(cfg))) as c:
+        await wait_ready(c)
+        body = {"student_id": "s-1", "college_type": "law", "scenario_id": "law_of_contract"}
+        resp = await c.post("/v1/sessions", json=body, headers=AUTH)
+        assert resp.status == 503
+        assert (await resp.json())["error"]["code"] == "database_unavailable"
+        assert int(resp.headers["Retry-After"]) > 0
+        code = "VIVA-ABCDEF"
+        token = issue_token(code, API_KEY, ttl_s=600)
+        async with c.ws_connect(f"/v1/sessions/{code}/stream?token={token}") as ws:
+            event = await ws.receive_json(timeout=30)
+            assert event["type"] == "error" and event["code"] == "database_unavailable"
+            assert (await ws.receive(timeout=30)).type == WSMsgType.CLOSE
+            assert ws.close_code == 1013
