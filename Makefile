@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 MODELS_STAMP := .cache/models/.fetched
 
-.PHONY: venv models chromium run test lint typecheck pytest db lock bench-db bench-models bench-latency bench-soak clean
+.PHONY: venv models chromium run test lint typecheck pytest db lock bench-db bench-models bench-latency bench-soak bench-soak-cpu clean
 
 venv: $(STAMP)
 
@@ -64,6 +64,11 @@ bench-latency: venv models
 bench-soak: venv
 	$(BIN)/python benchmarks/soak.py --profile fake --db postgres --sessions 50 --minutes 10 \
 	  --pg-restarts 3 --json results/soak_fake.json --worker-log results/soak_fake.log
+
+# The same on the cpu profile's real models: 4 students, 3 minutes, one PostgreSQL restart.
+bench-soak-cpu: venv models
+	$(BIN)/python benchmarks/soak.py --profile cpu --db postgres --sessions 4 --minutes 3 \
+	  --pg-restarts 1 --json results/soak_cpu.json --worker-log results/soak_cpu.log
 
 bench-models: venv models
 	$(BIN)/python benchmarks/models.py --json results/models_cpu.json
