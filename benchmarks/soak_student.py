@@ -103,6 +103,13 @@ class Student:
                 if code == "session_busy" and again:  # the old link is not seen gone yet
                     self.sh.provoked["session_busy_on_reconnect"] += 1
                     return "dropped"
+                if code == "session_closed" and again:
+                    # Dropped after the last answer (the exam completes without the student) or
+                    # away past the grace period: the end-of-run check still wants its result.
+                    self.sh.provoked["ended_while_away"] += 1
+                    self._mark(log, "refused: ended while away")
+                    log.ended_reason = "closed_while_away"  # so its result is checked
+                    return "refused"
                 self._problem(log, f"refused:{code}")
                 return "refused"
             log.connected = True
@@ -179,24 +186,24 @@ class Student:
                 and not mic.busy
             ):
                 self.pending = None
-                self.sh.faults["barge_in"] += 1
+                self._fault(log, "barge_in")
                 mic.play(self._clip(log))
             if ending or self.pending is None:
                 continue
             if drop_at is not None and now >= drop_at and mic.busy:
                 self.pending = drop_at = None
-                self.sh.faults["disconnect"] += 1
+                self._fault(log, "disconnect")
                 await self._abort(ws)
                 return "dropped"
             if self.pending == "abandon":
                 self.pending = None
-                self.sh.faults["abandon"] += 1
+                self._fault(log, "abandon")
                 log.abandoned = True
                 await self._abort(ws)
                 return "abandoned"
             if self.pending == "malformed":
                 self.pending = None
-                await self._malformed(ws)
+                await self._malformed(ws, log)
             if self.pending == "stop_reading":
                 self.pending = None
                 outcome = await self._stop_reading(ws, log)
@@ -211,6 +218,10 @@ class Student:
 
     def _mark(self, log: SessionLog, what: str) -> None:
         log.trail.append(f"{time.monotonic() - self.sh.t0:.1f} {what}")
+
+    def _fault(self, log: SessionLog, kind: str) -> None:
+        self.sh.faults[kind] += 1
+        self._mark(log, f"* {kind}")
 
     def _problem(self, log: SessionLog, error: str) -> None:
         self.sh.errors[error] += 1
@@ -243,8 +254,8 @@ class Student:
             transport.abort()
         await asyncio.sleep(0)
 
-    async def _malformed(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        self.sh.faults["malformed"] += 1
+    async def _malformed(self, ws: aiohttp.ClientWebSocketResponse, log: SessionLog) -> None:
+        self._fault(log, "malformed")
         await ws.send_str("{not json")
         await ws.send_str(json.dumps({"type": "response.create", "event_id": "soak"}))
         await ws.send_bytes(b"\x01\x02\x03")  # odd length
@@ -259,7 +270,7 @@ class Student:
         transport = ws._conn.transport if ws._conn is not None else None
         if transport is None:
             return None
-        self.sh.faults["stop_reading"] += 1
+        self._fault(log, "stop_reading")
         transport.pause_reading()
         try:
             for _ in range(int(self.sh.send_timeout_s * 3) + 20):

@@ -28,7 +28,7 @@ from worker.monitor import add_monitor_routes
 from worker.pages import add_page_routes
 from worker.resources import open_database
 from worker.stream import stream
-from worker.warmup import MODELS, Models, models_ctx
+from worker.warmup import MODELS, Models, models_ctx, start_loading
 
 LOOP_LAG = web.AppKey("loop_lag", LoopLag)
 
@@ -131,6 +131,7 @@ def build_app(config: Config, hub: Hub | None = None) -> web.Application:
     app[MODELS] = Models(on_ready=app[LOOP_LAG].reset)
     if hub is None:  # before the database: cleanup runs in reverse, so the writer drains first
         app.cleanup_ctx.append(models_ctx(config))
+        app.on_startup.append(start_loading)
     else:
         app[MODELS].use(hub)
     app.cleanup_ctx.append(_database_ctx)

@@ -25,6 +25,8 @@ class Models:
     error: str | None = None  # why loading failed; the worker is then unhealthy
     on_failure: Callable[[str], None] = field(default=lambda _: None)  # e.g. stop the process
     on_ready: Callable[[], None] = field(default=lambda: None)
+    # Set by the application's on_startup, which runs after every cleanup context has started.
+    started: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def ready(self) -> bool:
@@ -38,11 +40,21 @@ class Models:
 MODELS = web.AppKey("models", Models)
 
 
+async def start_loading(app: web.Application) -> None:
+    app[MODELS].started.set()
+
+
 def models_ctx(config: Config) -> Callable[[web.Application], AsyncIterator[None]]:
+    """Load the models in the background once the application has started (`start_loading`, an
+    on_startup handler, which aiohttp runs after every cleanup context). Not earlier: the
+    database connects during start-up, and loading (vLLM and torch initialising in this process)
+    starved the event loop long enough to time out that first connection."""
+
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         state = app[MODELS]
 
         async def load() -> None:
+            await state.started.wait()
             try:
                 state.use(await load_hub(config.models))
                 state.on_ready()
