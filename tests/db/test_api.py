@@ -128,3 +128,16 @@ async def test_an_unreachable_database_is_a_503_not_a_500(tmp_path) -> None:  # 
             assert event["type"] == "error" and event["code"] == "database_unavailable"
             assert (await ws.receive(timeout=30)).type == WSMsgType.CLOSE
             assert ws.close_code == 1013
+
+
+async def test_an_unexpected_fault_is_a_typed_500(client: TestClient, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
+    """A bug in a handler still answers in the API's error shape, and the traceback is logged."""
+
+    async def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("worker.api.get_by_code", broken)
+    resp = await client.get("/v1/sessions/VIVA-ABCDEF", headers=AUTH)
+    assert resp.status == 500
+    assert (await resp.json())["error"]["code"] == "internal_error"
+    assert any(r.exc_info and "boom" in str(r.exc_info[1]) for r in caplog.records)
