@@ -151,7 +151,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             async with soak_worker(args, tmp, db_url, api_key) as (url, proc):
                 sh, sampler = await drive(args, url, api_key, proc)
             rows = await sf.read_rows(db_url)
-    result = summarize(args, sh, sampler, rows, proc.returncode)
+        # Inside the temporary folder: the worker's log is read there unless --worker-log.
+        result = summarize(args, sh, sampler, rows, proc.returncode)
     if args.json:
         plot(result, sampler.main, sh.restarts_s, args.json.with_suffix(".png"))
         result["plot"] = str(args.json.with_suffix(".png"))
