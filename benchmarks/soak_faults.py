@@ -64,25 +64,23 @@ async def pg_restart(down_s: float) -> None:
         await asyncio.to_thread(ensure_pg_started)
 
 
-async def create_database(name: str) -> str:
+async def _pg_admin(sql: str) -> None:
     import asyncpg
 
     conn = await asyncpg.connect(PG_ADMIN_DSN)
     try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
+        await conn.execute(sql)
     finally:
         await conn.close()
+
+
+async def create_database(name: str) -> str:
+    await _pg_admin(f'CREATE DATABASE "{name}"')
     return f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
 
 
 async def drop_database(name: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(PG_ADMIN_DSN)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    await _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def read_rows(url: str) -> dict[str, Any]:

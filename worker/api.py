@@ -28,6 +28,7 @@ CONFIG = web.AppKey("config", Config)
 DATABASE = web.AppKey("database", Database)
 LIVE = web.AppKey("live_sessions", LiveSessions)
 RETRY_AFTER_S = 2  # what a client told the database is unreachable should wait
+UNREACHABLE = "the database is unreachable; retry shortly"
 _M = TypeVar("_M", bound=BaseModel)
 
 
@@ -44,7 +45,7 @@ def error(status: int, code: str, message: str) -> web.Response:
 
 def unavailable() -> web.Response:
     """503 for a request that needed the database while it is unreachable (restart, outage)."""
-    response = error(503, "database_unavailable", "the database is unreachable; retry shortly")
+    response = error(503, "database_unavailable", UNREACHABLE)
     response.headers["Retry-After"] = str(RETRY_AFTER_S)
     return response
 

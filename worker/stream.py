@@ -18,7 +18,7 @@ from db.queries.questions import questions_for
 from db.queries.sessions import get_by_code
 from db.tables import User
 from worker import protocol as p
-from worker.api import CONFIG, DATABASE, LIVE
+from worker.api import CONFIG, DATABASE, LIVE, UNREACHABLE
 from worker.evaluators import Question
 from worker.live import Refused
 from worker.metrics import WS_ERRORS
@@ -46,7 +46,7 @@ async def _new_session(request: web.Request, code: str) -> VivaSession:
         if not is_unreachable(exc):
             raise
         log.warning("session %s: database unreachable (%s)", code, exc)
-        raise Refused("database_unavailable", "the database is unreachable; retry shortly") from exc
+        raise Refused("database_unavailable", UNREACHABLE) from exc
 
 
 async def _load_session(request: web.Request, code: str) -> VivaSession:

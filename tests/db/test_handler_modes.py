@@ -123,6 +123,18 @@ async def answer_once(student: Student) -> None:
     await student.until("response.done", count=3)
 
 
+async def sigterm_after_one_answer(proc: Proc, student: Student, db_session: Any) -> None:
+    """One answer accepted and not yet committed, then SIGTERM: the student is told the server
+    is shutting down, and the process exits 0 within the shutdown bound."""
+    await answer_once(student)
+    assert await count(db_session, Answer) == 0  # accepted, not yet committed
+    rc, took = await asyncio.to_thread(proc.terminate_and_wait, SHUTDOWN_S + 10)
+    ended = await student.until("session.ended")
+    assert ended["reason"] == "server_shutdown"
+    assert rc == 0, proc.tail()
+    assert took < SHUTDOWN_S + 5, took
+
+
 async def count(db_session: Any, model: Any) -> int:
     async with db_session() as db:
         return int((await db.execute(select(func.count()).select_from(model))).scalar_one())
@@ -147,14 +159,8 @@ async def test_serve_mode_sigterm(db_url: str, tmp_path: Path, db_session: Any) 
             assert resp.status == 201, await resp.text()
             created = await resp.json()
         async with student_at(created["ws_url"]) as student:
-            await answer_once(student)
-            assert await count(db_session, Answer) == 0  # accepted, not yet committed
-            rc, took = await asyncio.to_thread(proc.terminate_and_wait, SHUTDOWN_S + 10)
-            ended = await student.until("session.ended")
-            assert ended["reason"] == "server_shutdown"
+            await sigterm_after_one_answer(proc, student, db_session)
             assert await student.closed() == 1001
-        assert rc == 0, proc.tail()
-        assert took < SHUTDOWN_S + 5, took
     await check_rows(db_session, created["session_code"])
 
 
@@ -179,15 +185,9 @@ async def test_serverless_sigterm_ends_session_job(
             token = issue_token(code, API_KEY, 600)
             url = f"ws://127.0.0.1:{ws_port}/v1/sessions/{code}/stream?token={token}"
             async with student_at(url) as student:
-                await answer_once(student)
-                assert await count(db_session, Answer) == 0  # accepted, not yet committed
-                rc, took = await asyncio.to_thread(proc.terminate_and_wait, SHUTDOWN_S + 10)
-                ended = await student.until("session.ended")
-                assert ended["reason"] == "server_shutdown"
+                await sigterm_after_one_answer(proc, student, db_session)
             resp = await asyncio.wait_for(job, 10)
             body = await resp.json()
-        assert rc == 0, proc.tail()
-        assert took < SHUTDOWN_S + 5, took
     assert body["status"] == "COMPLETED", body
     items = body["output"]
     opened, final = items[0], items[-1]
@@ -324,13 +324,7 @@ async def test_production_sigterm_with_a_fake_runpod(
             opened = runpod.streamed[0]["output"]
             assert opened["type"] == "session.opened"
             async with student_at(opened["ws_url"]) as student:
-                await answer_once(student)
-                assert await count(db_session, Answer) == 0  # accepted, not yet committed
-                rc, took = await asyncio.to_thread(proc.terminate_and_wait, SHUTDOWN_S + 10)
-                ended = await student.until("session.ended")
-                assert ended["reason"] == "server_shutdown"
-            assert rc == 0, proc.tail()
-            assert took < SHUTDOWN_S + 5, took
+                await sigterm_after_one_answer(proc, student, db_session)
         assert len(runpod.done) == 1, runpod.done
         output = runpod.done[0]["output"]
         assert output[0] == opened and output[-1]["type"] == "session.ended"
