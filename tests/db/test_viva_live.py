@@ -24,7 +24,8 @@ from db.tables import Answer, AuditLog, Result, Session
 from models.fakes import FakeASR, FakeTTS
 from tests.db.helpers import API_KEY, AUTH, server_config, wait_ready
 from tests.db.student import Student, clip_pcm, silence, tone
-from worker.api import LIVE
+from worker import warmup
+from worker.api import DATABASE, LIVE
 from worker.metrics import SLOW_CONSUMERS
 from worker.server import build_app
 from worker.tokens import issue_token
@@ -296,6 +297,24 @@ async def test_ping_is_204_while_models_warm_then_200(db_url: str, tmp_path) -> 
         health = await (await client.get("/healthz")).json()
         assert health["models"] == {"ready": False, "error": None}
         assert (await eventually(lambda: _ping(client))) == 200
+
+
+async def test_models_start_loading_once_the_database_is_open(
+    db_url: str, tmp_path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """Loading the models in process starves the loop; the database connects first."""
+    app = build_app(server_config(db_url, str(tmp_path / "journal")))
+    database_open_at_load: list[bool] = []
+
+    async def spy(cfg: Any) -> Any:
+        database_open_at_load.append(DATABASE in app)
+        return await real(cfg)
+
+    real = warmup.load_hub
+    monkeypatch.setattr(warmup, "load_hub", spy)
+    async with TestClient(TestServer(app)) as client:
+        await wait_ready(client)
+    assert database_open_at_load == [True]
 
 
 async def _ping(client: TestClient) -> int | None:

@@ -3,6 +3,8 @@ latency percentiles, and the worker-log scan."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from benchmarks.soak_accounting import (
@@ -106,3 +108,33 @@ def test_log_problems() -> None:
     ]
     out = log_problems(lines)
     assert out["count"] == 2 and out["first"][0].startswith("Traceback")
+
+
+def _result(**changes: Any) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "rows_found": 10,
+        "rows_expected": 10,
+        "rows_duplicated": 0,
+        "worker_log_problems": {"count": 0},
+        "errors": {"unexpected": {}},
+        "rss_mb": {"growth_pct": 1.0},
+        "p95_last_vs_first_minute_pct": 2.0,
+    }
+    for key, value in changes.items():
+        if key == "growth_pct":
+            result["rss_mb"]["growth_pct"] = value
+        else:
+            result[key] = value
+    return result
+
+
+def test_verdict_limits() -> None:
+    from benchmarks.soak import verdict
+
+    assert verdict(_result(), 5, 10) == []
+    assert verdict(_result(p95_last_vs_first_minute_pct=-30.0), 5, 10) == []  # faster is fine
+    assert "RSS growth 5.0" in verdict(_result(growth_pct=5.0), 5, 10)[0]
+    assert "turn p95" in verdict(_result(p95_last_vs_first_minute_pct=10.5), 5, 10)[0]
+    assert "rows_found 9" in verdict(_result(rows_found=9), 5, 10)[0]
+    assert "student crashed" in verdict(_result(errors={"unexpected": {"crash:X": 1}}), 5, 10)[0]
+    assert len(verdict(_result(growth_pct=None, p95_last_vs_first_minute_pct=None), 5, 10)) == 2
