@@ -98,7 +98,12 @@ def methods(cfg: Config, policy_eot_audio: str = "segment") -> list[Method]:
         speculative_ms=t.segment_pause_ms,
         max_wait_ms=t.max_wait_ms,
     )
-    out.append(Method("policy", policy, policy_for(t), eot=policy_eot_audio, asr=True))
+    if policy_eot_audio == "both":
+        variants = [("policy", "segment"), ("policy_eot_pause", "pause")]
+    else:
+        variants = [("policy", policy_eot_audio)]
+    for name, audio in variants:
+        out.append(Method(name, policy, policy_for(t), eot=audio, asr=True))
     return out
 
 
@@ -258,17 +263,20 @@ def describe_set(items: list[Item], folder: Path) -> dict[str, Any]:
     }
 
 
+def pct(rate: float | None) -> str:
+    return "-" if rate is None else f"{100 * rate:.1f}%"
+
+
 def table(result: dict[str, Any]) -> str:
-    head = f"{'method':<11}{'cut-off':>9}{'<=1.5s':>8}" + "".join(f"{lb[:12]:>14}" for lb in LABELS)
+    head = f"{'method':<17}{'cut-off':>9}{'<=1.5s':>8}" + "".join(f"{lb[:12]:>14}" for lb in LABELS)
     head += f"{'answers cut':>13}{'p50 ms':>9}{'p95 ms':>9}{'no end':>8}"
     lines = [head]
     for name, m in result.items():
         if name in ("set", "signals"):
             continue
-        pct = lambda v: "-" if v is None else f"{100 * v:.1f}%"  # noqa: E731
         by = m["false_cutoff_rate_by_label"]
         lines.append(
-            f"{name:<11}{pct(m['false_cutoff_rate']):>9}{pct(m['false_cutoff_rate_le_1500ms']):>8}"
+            f"{name:<17}{pct(m['false_cutoff_rate']):>9}{pct(m['false_cutoff_rate_le_1500ms']):>8}"
             + "".join(f"{pct(by[lb]):>14}" for lb in LABELS)
             + f"{pct(m['answers_cut_rate']):>13}{m['eot_delay_ms']['p50'] or '-':>9}"
             f"{m['eot_delay_ms']['p95'] or '-':>9}{m['never_ended']:>8}"
@@ -306,10 +314,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--methods", nargs="*", help="only these (vad_300 .. smart_turn policy)")
     parser.add_argument(
         "--policy-eot-audio",
-        choices=["segment", "pause"],
+        choices=["segment", "pause", "both"],
         default="segment",
         help="what the policy's end-of-turn model hears: the answer up to the segment's end "
-        "(worker/listener.py), or through the pause so far (as Pipecat, and smart_turn here)",
+        "(worker/listener.py), or through the pause so far (as Pipecat, and smart_turn here); "
+        "`both` adds the second as `policy_eot_pause`",
     )
     parser.add_argument("--asr-ms", type=float, help="fixed ASR latency instead of measured")
     parser.add_argument(
