@@ -1,9 +1,13 @@
 """One WebSocket of a live viva: receive, turn-taking, replies and sending, in one TaskGroup.
 
-Voice path: VAD per 32 ms chunk -> speculative transcription when the student pauses -> at the
-end of the answer the exam flow decides at once -> the reply streams out as paced audio
-(`worker/outbox.py`). Scoring and database writes are handed to the session (`worker/session.py`),
-which outlives this connection. Turn latency = end of answer decided -> first examiner audio byte
+Voice path: the listener (`worker/listener.py`: VAD per 32 ms chunk, each segment transcribed
+as the student pauses, the turn policy deciding when a pause is the end) -> at the end of the
+answer the exam flow decides at once -> the reply streams out as paced audio
+(`worker/outbox.py`). A reply to an answer stays tentative until its question (or follow-up, or
+closing) has been heard for `turn.commit_after_ms`: if the student goes on speaking before that,
+the examiner stops, the flow takes its advance back and the continuation joins the answer.
+Scoring and database writes are handed to the session (`worker/session.py`), which outlives
+this connection. Turn latency = end of answer decided -> first examiner audio byte
 written to the socket.
 """
 
@@ -16,24 +20,17 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from aiohttp import WSMsgType, web
 
 from db import ops
-from models.base import SAMPLE_RATE, VAD_CHUNK, Transcript, pcm16_to_float
+from models.base import SAMPLE_RATE, Transcript, pcm16_to_float
 from worker import protocol as p
 from worker.exam import Decision, Evaluate, Finish, Ignored, Say
-from worker.metrics import BARGE_INS, SLOW_CONSUMERS, WS_ERRORS, TurnStages
+from worker.intents import intent_of
+from worker.listener import Listener
+from worker.metrics import BARGE_INS, SLOW_CONSUMERS, TAKEN_BACK, WS_ERRORS, TurnStages
 from worker.outbox import Outbox, SlowConsumer
-from worker.turns import (
-    BargeIn,
-    Paused,
-    Resumed,
-    SpeechStarted,
-    SpeechStopped,
-    TurnDetector,
-    TurnSettings,
-)
+from worker.turns import BargeIn, SpeechStarted, SpeechStopped
 
 if TYPE_CHECKING:
     from worker.session import VivaSession
@@ -41,7 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 AUDIO_QUEUE_FRAMES = 256  # client frames waiting for the VAD; beyond that the client is flooding
 TICK_S = 0.25  # how often silence (nudges) and time limits are checked without audio
-PREROLL_CHUNKS = 64  # ~2 s of audio kept before an answer starts
+COMMIT_KINDS = ("question", "followup", "closing")  # a reply is heard once these are
 
 
 @dataclass
@@ -50,6 +47,18 @@ class Heard:
     transcript: Transcript
     duration_s: float
     stages: TurnStages
+
+
+@dataclass
+class Tentative:
+    """A reply to an answer that can still be taken back: its scoring waits for the commit."""
+
+    evaluations: list[Evaluate]
+    heard: Heard | None
+    latency: asyncio.Future[float] | None
+    commit_rid: str | None = None  # the response whose hearing commits it
+    timer: asyncio.TimerHandle | None = None
+    close: asyncio.Task[None] | None = None  # the end of the exam, if this reply closes it
 
 
 class Dropped(Exception):
@@ -78,23 +87,11 @@ class Conversation:
             self._first_audio,
             self._response_done,
         )
-        t = self.cfg.turn
-        self.turns = TurnDetector(
-            TurnSettings(
-                t.vad_threshold,
-                t.min_speech_ms,
-                t.end_silence_ms,
-                min(200, t.end_silence_ms // 2),
-                t.min_interrupt_ms,
-                t.echo_guard_ms,
-            )
-        )
-        self.vad = self.hub.vad.stream()
+        self.listener = Listener(self.hub, self.cfg, lambda: self.flow.current)
+        self.turns = self.listener.turns
         self.audio_in: asyncio.Queue[bytes] = asyncio.Queue(AUDIO_QUEUE_FRAMES)
-        self._pcm = np.zeros(0, dtype=np.float32)
-        self._heard: list[np.ndarray] = []  # every chunk since the last answer ended
-        self._heard_from_ms = 0
-        self._spec: tuple[int, asyncio.Task[Transcript]] | None = None
+        self._tentative: Tentative | None = None
+        self._continuing = False  # the utterance in progress began while a reply was tentative
         self._response: asyncio.Task[None] | None = None  # producing the reply's audio
         self._queued: dict[str, Say] = {}  # responses made and not yet heard out, in order
         self._interrupted: list[Say] = []  # what a barge-in cut, to resume if it had no words
@@ -134,11 +131,11 @@ class Conversation:
                 self.transport.abort()
         finally:
             self._tg = None
+            self._commit()  # the student left: the reply to their last answer stands
             self.s.usage.audio_out_seconds += self.out.audio_seconds
             if self._turn_latency is not None and not self._turn_latency.done():
                 self._turn_latency.cancel()
-            if self._spec is not None:
-                self._spec[1].cancel()
+            self.listener.close()
 
     def stop(self, reason: str) -> None:
         if self._tg is not None:
@@ -204,8 +201,7 @@ class Conversation:
             self._cancel_response("client_cancel")
             await self._end("student ended the session")
         elif isinstance(event, p.InputAudioBufferClearEvent):
-            self._heard, self._heard_from_ms = [], self.turns.now_ms
-            self.turns.reset()
+            self.listener.clear()
             self._emit(p.InputAudioBufferClearedEvent())
         elif isinstance(event, p.SessionUpdateEvent):
             self.s.audit("client.info", details=dict(event.client_info))
@@ -220,13 +216,8 @@ class Conversation:
             except TimeoutError:
                 data = b""
             if data:
-                self._pcm = np.concatenate([self._pcm, pcm16_to_float(data)])
-            while len(self._pcm) >= VAD_CHUNK:
-                chunk, self._pcm = self._pcm[:VAD_CHUNK], self._pcm[VAD_CHUNK:]
-                self._heard.append(chunk)
-                for event in self.turns.push(self.vad.probability(chunk)):
+                for event in self.listener.feed(pcm16_to_float(data)):
                     await self._on_turn(event)
-                self._forget_silence()
             if self.clock() - self._last_tick >= TICK_S:
                 self._last_tick = self.clock()
                 await self._tick()
@@ -238,32 +229,23 @@ class Conversation:
         if self.flow.time_left() <= 0 and self.turns.in_speech:
             await self._answer_ended(self.turns.cut())  # time is up mid-answer: take what was said
             return
+        if self._tentative is not None and self.turns.in_speech:
+            return  # a continuation is being spoken: the flow must not move under it
         decisions: list[Decision] = []
         if self._quiet_since is not None and not self._speaking and not self.turns.in_speech:
             decisions += self.flow.silence(self.clock() - self._quiet_since)
         decisions += self.flow.tick()
         if decisions:
+            if not self.flow.tentative:  # a tick or a nudge: the earlier reply stands
+                self._commit()
             self._cancel_response("superseded")
             await self._carry_out(decisions, None)
-
-    def _forget_silence(self) -> None:
-        """Between answers keep only the last PREROLL_CHUNKS of audio (an answer's onset is
-        dated back at most min_speech_ms): a student who stays silent for minutes must not
-        grow the session by 64 KB a second (the soak saw +148 MB a minute at 50 sessions)."""
-        extra = len(self._heard) - PREROLL_CHUNKS
-        if extra > 0 and self.turns.speech_start_ms is None:
-            del self._heard[:extra]
-            self._heard_from_ms += extra * VAD_CHUNK * 1000 // SAMPLE_RATE
-
-    def _audio(self, start_ms: int, end_ms: int) -> np.ndarray:
-        first = max(0, (start_ms - self._heard_from_ms) * SAMPLE_RATE // 1000 // VAD_CHUNK)
-        last = max(first + 1, (end_ms - self._heard_from_ms) * SAMPLE_RATE // 1000 // VAD_CHUNK)
-        chunks = self._heard[first:last]
-        return np.concatenate(chunks) if chunks else np.zeros(VAD_CHUNK, np.float32)
 
     async def _on_turn(self, event: Any) -> None:
         if isinstance(event, SpeechStarted):
             self._quiet_since = None
+            self._continuing = self._tentative is not None
+            self.listener.carry(self.flow.pending_text)
             self._emit(
                 p.SpeechStartedEvent(item_id=f"item_{event.at_ms}", audio_start_ms=event.at_ms)
             )
@@ -271,15 +253,6 @@ class Conversation:
             BARGE_INS.inc()
             self._interrupted = list(self._queued.values())
             self._cancel_response("barge_in")
-        elif isinstance(event, Paused) and self.turns.speech_start_ms is not None:
-            # Transcribe during the silence: if the answer really ended, the text is ready.
-            start = self.turns.speech_start_ms
-            audio = self._audio(start, event.at_ms)
-            language = self.cfg.models.asr.language
-            self._spec = (start, asyncio.ensure_future(self.hub.asr.transcribe(audio, language)))
-        elif isinstance(event, Resumed) and self._spec is not None:
-            self._spec[1].cancel()
-            self._spec = None
         elif isinstance(event, SpeechStopped):
             await self._answer_ended(event)
 
@@ -289,33 +262,31 @@ class Conversation:
         self._emit(
             p.SpeechStoppedEvent(item_id=f"item_{event.start_ms}", audio_end_ms=event.end_ms)
         )
-        spec, self._spec = self._spec, None
-        if spec is not None and spec[0] == event.start_ms and not spec[1].cancelled():
-            stages.asr_speculative = True
-            transcript = await spec[1]
-        else:
-            if spec is not None:
-                spec[1].cancel()
-            audio = self._audio(event.start_ms, event.end_ms)
-            transcript = await self.hub.asr.transcribe(audio, self.cfg.models.asr.language)
+        answer = await self.listener.answer(event)
+        transcript, duration = answer.transcript, answer.duration_s
         stages.asr = (self.clock() - decided) * 1000
-        self._heard, self._heard_from_ms = [], self.turns.now_ms
+        stages.asr_speculative = answer.ready_at_end
         self._quiet_since = self.clock()
+        continuing, self._continuing = self._continuing, False
+        if continuing and self._tentative is not None:
+            if not transcript.text.strip() or intent_of(transcript.text) == "backchannel":
+                self._resume_interrupted()  # "mm-hmm" over the reply: it goes on
+                return
+            self._take_back()
+        else:
+            self._commit()
         question = self.flow.current
-        duration = (event.end_ms - event.start_ms) / 1000
         decisions = self.flow.answer(transcript.text, duration)
         if any(isinstance(d, Ignored) for d in decisions):
-            # Nothing to answer. If the student's noise cut the examiner off, pick up again.
-            resume, self._interrupted = self._interrupted, []
-            if resume and not self._speaking:
-                self._start_response(resume, None)
+            self._resume_interrupted()  # nothing to answer yet; if the student cut in, go on
             return
         self._interrupted = []
         if question is not None and any(isinstance(d, Evaluate) for d in decisions):
             self._emit(
                 p.TranscriptionCompletedEvent(
                     item_id=f"item_{event.start_ms}",
-                    transcript=transcript.text,
+                    # The whole answer: with what was held or taken back before this turn.
+                    transcript=self.flow.pending_text or transcript.text,
                     confidence=transcript.confidence,
                     question_number=question.number,
                 )
@@ -326,19 +297,72 @@ class Conversation:
         asked = question.text if question is not None else ""
         await self._carry_out(decisions, Heard(asked, transcript, duration, stages))
 
+    def _resume_interrupted(self) -> None:
+        resume, self._interrupted = self._interrupted, []
+        if resume and not self._speaking:
+            self._start_response(resume, None)
+
+    # --- tentative replies -------------------------------------------------------------------
+
+    def _take_back(self) -> None:
+        """The student went on after the examiner began replying: stop, and undo the reply."""
+        tentative, self._tentative = self._tentative, None
+        if tentative is None or not self.flow.take_back():
+            return
+        TAKEN_BACK.inc()
+        if tentative.timer is not None:
+            tentative.timer.cancel()
+        if tentative.close is not None:
+            tentative.close.cancel()
+            self.s.ending = False
+        if tentative.latency is not None and not tentative.latency.done():
+            tentative.latency.cancel()
+        self._cancel_response("barge_in")
+        self._interrupted = []
+        q = self.flow.current
+        if q is not None:  # back to the question the continuation answers
+            total = len(self.r.questions)
+            self._emit(p.ExamQuestionEvent(number=q.number, total=total, text=q.text))
+            self._enqueue(ops.session_update(self.r.session_id, current_question=q.number))
+            self.s.changed()
+
+    def _commit(self) -> None:
+        """The reply to the last answer has been heard (or superseded): score the answer."""
+        tentative, self._tentative = self._tentative, None
+        self.flow.commit()
+        if tentative is None:
+            return
+        if tentative.timer is not None:
+            tentative.timer.cancel()
+        for d in tentative.evaluations:
+            self.s.score_later(d, tentative.heard, tentative.latency)
+
+    def _heard_from(self, rid: str) -> None:
+        """`rid` started playing: once it has played commit_after_ms, the reply is heard."""
+        tentative = self._tentative
+        if tentative is not None and tentative.commit_rid == rid and tentative.timer is None:
+            delay = self.cfg.turn.commit_after_ms / 1000
+            tentative.timer = asyncio.get_running_loop().call_later(delay, self._commit)
+
     # --- decisions, responses --------------------------------------------------------------
 
     async def _carry_out(self, decisions: list[Decision], heard: Heard | None) -> None:
         says = [d for d in decisions if isinstance(d, Say)]
-        for d in decisions:
-            if isinstance(d, Evaluate):
-                self.s.score_later(d, heard, self._turn_latency)
+        evaluations = [d for d in decisions if isinstance(d, Evaluate)]
+        latency = self._turn_latency if heard is not None else None
+        if self.flow.tentative:
+            self._tentative = Tentative(evaluations, heard, latency)
+        else:
+            for d in evaluations:
+                self.s.score_later(d, heard, latency)
         if says:
             self._start_response(says, heard)
         finish = next((d for d in decisions if isinstance(d, Finish)), None)
         if finish is not None and self._tg is not None:
             self.s.ending = True
-            self._tg.create_task(self._close_when_spoken(finish), name="close")
+            close = self._tg.create_task(self._close_when_spoken(finish), name="close")
+            if self._tentative is not None:
+                self._tentative.close = close
 
     @property
     def _speaking(self) -> bool:
@@ -365,6 +389,8 @@ class Conversation:
                 self._enqueue(ops.session_update(self.r.session_id, current_question=q.number))
                 self.s.changed()
             opening.append(p.ResponseCreatedEvent(response_id=rid, kind=say.kind))
+            if self._tentative is not None and say.kind in COMMIT_KINDS:
+                self._tentative.commit_rid = rid
             await self.out.start_response(rid, opening)
             items: AsyncIterator[tuple[str, bytes]]
             ack_by_llm = self.cfg.exam.acknowledgement == "llm"
@@ -389,6 +415,10 @@ class Conversation:
             # Cut before its first audio: this turn has no latency, and scoring must not wait.
             self._turn_latency.cancel()
             self._turn_end = None
+        if self._tentative is not None and self._tentative.timer is not None:
+            # What would commit the reply was not heard out: it commits when said again.
+            self._tentative.timer.cancel()
+            self._tentative.timer = None
         self._queued.clear()
         heard, audio_ms = self.out.cancel()
         self.turns.examiner_stopped()
@@ -398,8 +428,9 @@ class Conversation:
                 p.ResponseCancelledEvent(response_id=heard, reason=reason, audio_ms=audio_ms)
             )
 
-    def _first_audio(self, _rid: str) -> None:
+    def _first_audio(self, rid: str) -> None:
         self.turns.examiner_started()
+        self._heard_from(rid)
         if self._turn_end is None:
             return
         latency = (self.clock() - self._turn_end) * 1000
@@ -416,6 +447,8 @@ class Conversation:
 
     def _response_done(self, rid: str, audio_ms: int) -> None:
         self._queued.pop(rid, None)
+        if self._tentative is not None and self._tentative.commit_rid == rid:
+            self._commit()
         latency, stages = self._done_stages if self._done_stages else (None, None)
         self._done_stages = None
         self._emit(
@@ -431,6 +464,7 @@ class Conversation:
         self._quiet_since = max(self.clock(), self.out.playing_until)
 
     async def _end(self, reason: str) -> None:
+        self._commit()
         self._cancel_response("superseded")
         decisions = self.flow.terminate(reason)
         if decisions:
@@ -441,6 +475,7 @@ class Conversation:
         if self._response is not None:
             await asyncio.wait({self._response})
         await self.out.audio.join()
+        self._commit()  # the closing words are out: the last answer stands
         totals = await self.s.wrap_up(finish.status, finish.reason)
         self._emit(
             p.ExamCompletedEvent(

@@ -230,6 +230,14 @@ class ExamFlow:
         return [Say(NUDGE, "nudge")]
 
     @property
+    def pending_text(self) -> str:
+        """What the student's next words would continue: speech held for joining, or the
+        answer whose reply can still be taken back."""
+        if self._held:
+            return " ".join(t for t, _ in self._held if t)
+        return self._undo[1] if self._undo is not None else ""
+
+    @property
     def tentative(self) -> bool:
         """The last answer's reply can still be taken back."""
         return self._undo is not None

@@ -43,6 +43,10 @@ LOOP_LAG = Histogram(
 LIVE_SESSIONS = Gauge("viva_live_sessions", "Sessions held by this process (connected or not)")
 CONNECTED = Gauge("viva_connected_students", "Sessions with a connected student")
 BARGE_INS = Counter("viva_barge_ins_total", "Examiner responses cut short by the student")
+TAKEN_BACK = Counter(
+    "viva_replies_taken_back_total",
+    "Replies taken back because the student had not finished their answer",
+)
 WS_ERRORS = Counter("viva_ws_errors_total", "Error events sent to clients", ["code"])
 SLOW_CONSUMERS = Counter(
     "viva_slow_consumers_total", "Connections dropped because the client stopped reading"

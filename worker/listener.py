@@ -1,0 +1,209 @@
+"""The listener: a student's PCM in, turn events and whole transcribed answers out.
+
+Every 32 ms chunk goes through the VAD into the turn detector (`worker/turns.py`). Each pause
+inside an answer closes a segment of speech, which is transcribed at once (with the text before
+it as the ASR prompt) and kept: a pause never loses what was said before it, and at the end of
+the answer only the last segment is left to transcribe, however long the answer. At the same
+pause the end-of-turn model hears the answer so far; both results go back to the detector, whose
+policy decides when the pause has become the end of the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.base import SAMPLE_RATE, VAD_CHUNK, Audio, Segment, Transcript
+from models.hub import Hub
+from worker.config import Config
+from worker.evaluators import Question, keyword_score
+from worker.turn_policy import policy_for
+from worker.turns import (
+    Paused,
+    Resumed,
+    SpeechStarted,
+    SpeechStopped,
+    TurnDetector,
+    TurnEvent,
+    TurnSettings,
+)
+
+PREROLL_CHUNKS = 64  # ~2 s of audio kept before an answer starts
+PAD_MS = 96  # around a segment: word edges the VAD called silence
+EOT_WINDOW_MS = 8000  # what the end-of-turn model listens to
+MS_PER_CHUNK = VAD_CHUNK * 1000 // SAMPLE_RATE
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An answer the detector has ended, transcribed whole."""
+
+    transcript: Transcript
+    duration_s: float
+    ready_at_end: bool  # every segment was transcribed before the end was decided
+
+
+def coverage(text: str, question: Question | None) -> float | None:
+    """Share of the question's expected keywords the text names; None when it has none."""
+    if question is None or not question.expected_keywords:
+        return None
+    found = keyword_score(text, question.expected_keywords, question.max_score).matched
+    return len(found) / len(question.expected_keywords)
+
+
+class Listener:
+    def __init__(self, hub: Hub, cfg: Config, question: Callable[[], Question | None]):
+        t = cfg.turn
+        settings = TurnSettings(
+            threshold=t.vad_threshold,
+            min_speech_ms=t.min_speech_ms,
+            end_silence_ms=t.end_silence_ms,
+            speculative_ms=t.segment_pause_ms,
+            min_interrupt_ms=t.min_interrupt_ms,
+            echo_guard_ms=t.echo_guard_ms,
+            max_wait_ms=t.max_wait_ms,
+        )
+        self.turns = TurnDetector(settings, policy_for(t))
+        self.hub, self.language, self._question = hub, cfg.models.asr.language, question
+        self.vad = hub.vad.stream()
+        self._pcm = np.zeros(0, dtype=np.float32)
+        self._chunks: list[np.ndarray] = []  # every chunk since the last answer ended
+        self._chunks_from_ms = 0
+        self._segments: list[asyncio.Task[Transcript]] = []  # of the answer in progress
+        self._next_segment_ms = 0  # where speech not yet in a segment starts
+        self._pause = 0  # counts pauses and resumptions: late results of old pauses are dropped
+        self._carried = ""  # what this answer continues (held speech, a reply taken back)
+        self._eot: asyncio.Task[float] | None = None
+
+    def carry(self, text: str) -> None:
+        """The next answer continues `text`: it is the ASR's context, and the policy judges
+        the answer with it."""
+        self._carried = text.strip()
+
+    def feed(self, pcm: Audio) -> list[TurnEvent]:
+        """Push received audio; returns the turn events it caused, in order."""
+        self._pcm = np.concatenate([self._pcm, pcm]) if self._pcm.size else pcm
+        events: list[TurnEvent] = []
+        while len(self._pcm) >= VAD_CHUNK:
+            chunk, self._pcm = self._pcm[:VAD_CHUNK], self._pcm[VAD_CHUNK:]
+            self._chunks.append(chunk)
+            for event in self.turns.push(self.vad.probability(chunk)):
+                self._on(event)
+                events.append(event)
+            self._forget_silence()
+        return events
+
+    def _on(self, event: TurnEvent) -> None:
+        if isinstance(event, SpeechStarted):
+            self._next_segment_ms = event.at_ms
+        elif isinstance(event, Paused):
+            self._pause += 1
+            self._close_segment(event.segment_start_ms, event.segment_end_ms)
+            start = max(self.turns.speech_start_ms or 0, event.segment_end_ms - EOT_WINDOW_MS)
+            audio = self._audio(start, event.segment_end_ms)
+            self._eot = asyncio.ensure_future(self.hub.eot.probability(audio))
+            self._eot.add_done_callback(self._eot_done(self._pause))
+        elif isinstance(event, Resumed):
+            self._pause += 1
+            self._next_segment_ms = event.at_ms
+            if self._eot is not None:
+                self._eot.cancel()
+
+    def _close_segment(self, start_ms: int, end_ms: int) -> None:
+        audio = self._audio(max(start_ms - PAD_MS, 0), end_ms + PAD_MS)
+        before = list(self._segments)
+        task = asyncio.ensure_future(self._transcribe(before, audio))
+        task.add_done_callback(self._text_done(self._pause, task))
+        self._segments.append(task)
+        self._next_segment_ms = end_ms
+
+    async def _transcribe(self, before: list[asyncio.Task[Transcript]], audio: Audio) -> Transcript:
+        # The ASR runs one call at a time, in order: the earlier segments are done or nearly.
+        prompt = " ".join([self._carried, _joined([await t for t in before]).text]).strip()
+        prompt = prompt or None
+        return await self.hub.asr.transcribe(audio, self.language, prompt=prompt)
+
+    def _eot_done(self, pause: int) -> Callable[[asyncio.Task[float]], None]:
+        def done(task: asyncio.Task[float]) -> None:
+            if pause == self._pause and not task.cancelled() and task.exception() is None:
+                self.turns.note_eot(task.result())
+
+        return done
+
+    def _text_done(
+        self, pause: int, task: asyncio.Task[Transcript]
+    ) -> Callable[[asyncio.Task[Transcript]], None]:
+        def done(_: asyncio.Task[Transcript]) -> None:
+            if pause != self._pause or not all(t.done() for t in self._segments):
+                return
+            if any(t.cancelled() or t.exception() is not None for t in self._segments):
+                return
+            said = _joined([t.result() for t in self._segments]).text
+            text = f"{self._carried} {said}".strip()
+            self.turns.note_text(text, coverage(text, self._question()))
+
+        return done
+
+    async def answer(self, stop: SpeechStopped) -> Answer:
+        """The whole answer that `stop` ended: its segments' transcripts, joined."""
+        if stop.end_ms - self._next_segment_ms > MS_PER_CHUNK:
+            # Speech after the last pause (or no pause at all; or cut at the time limit).
+            self._close_segment(self._next_segment_ms, stop.end_ms)
+        segments, self._segments = self._segments, []
+        ready = all(t.done() for t in segments)
+        transcripts = list(await asyncio.gather(*segments))
+        self.answer_ended()
+        duration = (stop.end_ms - stop.start_ms) / 1000
+        return Answer(_joined(transcripts), duration, ready)
+
+    def answer_ended(self) -> None:
+        """Between answers only the preroll is kept."""
+        self._pause += 1
+        self._chunks, self._chunks_from_ms = [], self.turns.now_ms
+        if self._eot is not None:
+            self._eot.cancel()
+
+    def clear(self) -> None:
+        """The client cleared its input: forget the answer in progress."""
+        self.close()
+        self.answer_ended()
+        self.turns.reset()
+
+    def close(self) -> None:
+        for task in self._segments:
+            task.cancel()
+        self._segments = []
+        if self._eot is not None:
+            self._eot.cancel()
+
+    def _forget_silence(self) -> None:
+        """Between answers keep only the last PREROLL_CHUNKS of audio (an answer's onset is
+        dated back at most min_speech_ms): a student who stays silent for minutes must not
+        grow the session by 64 KB a second (the soak saw +148 MB a minute at 50 sessions)."""
+        extra = len(self._chunks) - PREROLL_CHUNKS
+        if extra > 0 and self.turns.speech_start_ms is None:
+            del self._chunks[:extra]
+            self._chunks_from_ms += extra * MS_PER_CHUNK
+
+    def _audio(self, start_ms: int, end_ms: int) -> Audio:
+        first = max(0, (start_ms - self._chunks_from_ms) // MS_PER_CHUNK)
+        last = max(first + 1, -(-(end_ms - self._chunks_from_ms) // MS_PER_CHUNK))
+        chunks = self._chunks[first:last]
+        return np.concatenate(chunks) if chunks else np.zeros(VAD_CHUNK, np.float32)
+
+
+def _joined(parts: list[Transcript]) -> Transcript:
+    if len(parts) == 1:
+        return parts[0]
+    if not parts:
+        return Transcript("", (), 0.0, 0.0, "en")
+    text = " ".join(p.text.strip() for p in parts if p.text.strip())
+    weights = [max(p.duration_s, 1e-3) for p in parts]
+    confidence = sum(p.confidence * w for p, w in zip(parts, weights, strict=True)) / sum(weights)
+    segments: tuple[Segment, ...] = tuple(s for p in parts for s in p.segments)
+    duration = sum(p.duration_s for p in parts)
+    language = parts[0].language if parts else "en"
+    return Transcript(text, segments, round(confidence, 3), duration, language)
