@@ -123,8 +123,7 @@ class Listener:
     async def _transcribe(self, before: list[asyncio.Task[Transcript]], audio: Audio) -> Transcript:
         # The ASR runs one call at a time, in order: the earlier segments are done or nearly.
         prompt = " ".join([self._carried, _joined([await t for t in before]).text]).strip()
-        prompt = prompt or None
-        return await self.hub.asr.transcribe(audio, self.language, prompt=prompt)
+        return await self.hub.asr.transcribe(audio, self.language, prompt=prompt or None)
 
     def _eot_done(self, pause: int) -> Callable[[asyncio.Task[float]], None]:
         def done(task: asyncio.Task[float]) -> None:
