@@ -20,8 +20,8 @@ import logging
 import os
 import sys
 
+from core.config import Config, ConfigError, load_config
 from db.engine import DatabaseNotMigrated, DatabaseUnavailable
-from worker.config import Config, ConfigError, load_config
 from worker.runtime import serve
 
 log = logging.getLogger("viva")

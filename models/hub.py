@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from core.config import ModelsConfig
 from models.base import ASR, LLM, SAMPLE_RATE, TTS, VAD, VAD_CHUNK, ModelInfo, Sampling
-from worker.config import ModelsConfig
 
 log = logging.getLogger(__name__)
 

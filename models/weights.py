@@ -7,8 +7,8 @@ import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
+from core.config import ModelsConfig
 from models.base import WeightsMissing, package_dir
-from worker.config import ModelsConfig
 
 KOKORO_PARTS = 4
 

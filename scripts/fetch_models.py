@@ -18,9 +18,9 @@ import sys
 import urllib.request
 from pathlib import Path
 
+from core.config import Config, ConfigError, load_config
 from models.base import ModelError
 from models.weights import asr_dir, assemble_kokoro_cpu, kokoro_files, piper_files
-from worker.config import Config, ConfigError, load_config
 
 # Hugging Face repositories for the gpu profile's model names (override with --hf-* flags).
 GPU_REPOS = {

@@ -16,10 +16,11 @@ from typing import Any, Literal, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from core.config import Config
+from core.vocabulary import CollegeType
 from db.queries.questions import scenarios
 from db.queries.sessions import get_by_code, list_sessions
 from db.tables import Session
-from worker.config import CollegeType, Config
 from worker.live import LiveSessions
 from worker.opening import CreateSession, OpenRefused, open_session, public_ws_base, stream_url
 from worker.resources import Database

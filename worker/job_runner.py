@@ -24,6 +24,7 @@ from typing import Any
 
 from aiohttp import web
 
+from core.grading import ScoredAnswer, session_totals
 from db import ops
 from db.queries.questions import get_question, questions_for
 from db.queries.sessions import get_by_code
@@ -32,7 +33,6 @@ from models.base import ModelError, Transcript
 from models.hub import Hub
 from worker.api import CONFIG, DATABASE, LIVE, session_json
 from worker.evaluators import Evaluation, EvaluationFailed, Question, evaluate
-from worker.grading import ScoredAnswer, session_totals
 from worker.job_session import SessionJobRun
 from worker.jobs import (
     Answer,

@@ -15,11 +15,11 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from core.config import ExamConfig
 from db import ops
 from db.queries.sessions import get_by_code
 from db.tables import utcnow
 from worker.api import CONFIG, LIVE
-from worker.config import ExamConfig
 from worker.jobs import SessionJob
 from worker.opening import CreateSession, Opened, open_session, stream_url
 

@@ -19,9 +19,10 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from core.config import ExamConfig
+from core.vocabulary import COLLEGE_TYPES
 from models.base import SAMPLE_RATE, Audio, pcm16_to_float
 from models.resample import resample
-from worker.config import COLLEGE_TYPES, ExamConfig
 from worker.exam import ACKNOWLEDGEMENTS, MOVE_ON, ExamFlow, Question, Say
 from worker.opening import STUDENT_ID_PATTERN
 

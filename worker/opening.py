@@ -13,11 +13,12 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.config import Config, ServerConfig
+from core.vocabulary import CollegeType
 from db.queries.audit import log_action
 from db.queries.questions import questions_for
 from db.queries.sessions import create_session
 from db.queries.users import upsert_user
-from worker.config import CollegeType, Config, ServerConfig
 from worker.live import LiveSessions, Refused
 from worker.resources import Database
 from worker.tokens import issue_token

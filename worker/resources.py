@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
+from core.config import Config
 from db.engine import (
     DatabaseUnavailable,
     create_engine,
@@ -25,7 +26,6 @@ from db.engine import (
 from db.ids import set_node_id
 from db.live_settings import apply_live_settings
 from db.writer import Writer
-from worker.config import Config
 
 log = logging.getLogger(__name__)
 

@@ -28,8 +28,8 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from core.config import Config
 from worker.api import LIVE
-from worker.config import Config
 from worker.job_runner import JobRunner
 from worker.opening import public_ws_base
 from worker.server import AccessLogger, build_app

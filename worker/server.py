@@ -18,10 +18,10 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from core.config import Config
 from db.engine import is_unreachable
 from models.hub import Hub
 from worker.api import CONFIG, DATABASE, LIVE, add_routes, error, unavailable
-from worker.config import Config
 from worker.live import LiveSessions
 from worker.metrics import LoopLag
 from worker.monitor import add_monitor_routes

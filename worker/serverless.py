@@ -30,7 +30,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from worker.config import Config
+from core.config import Config
 from worker.jobs import JobError
 from worker.runtime import DRAIN_S, Runtime, StartFailed
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from core.config import Config
 from models.hub import Hub, load_hub
-from worker.config import Config
 from worker.speaker import PromptCache
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ import os
 
 from aiohttp import web
 
-from worker.config import load_config
+from core.config import load_config
 from worker.monitor import add_monitor_routes
 from worker.pages import add_page_routes
 from worker.server import build_app

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from worker.config import ExamConfig, ServerConfig
+from core.config import ExamConfig, ServerConfig
 from worker.exam import ACKNOWLEDGEMENTS, MOVE_ON, Question
 from worker.jobs import (
     MAX_AUDIO_B64_CHARS,
