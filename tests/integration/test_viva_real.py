@@ -26,7 +26,7 @@ from tests.db.helpers import API_KEY, AUTH
 from tests.db.student import FRAME, Student, clip_pcm, silence
 from tests.integration.conftest import ROOT, clips
 from tests.integration.wer import wer
-from worker.server import build_app
+from worker.http.server import build_app
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ANSWERS = [c for c in clips() if c["duration_s"] > 4]  # above the 3 s minimum answer
