@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 MODELS_STAMP := .cache/models/.fetched
 
-.PHONY: venv models chromium run test lint typecheck pytest db lock bench-db bench-models bench-latency bench-soak bench-soak-cpu clean
+.PHONY: venv models chromium run test lint typecheck pytest db lock bench-db bench-models bench-latency bench-turns bench-soak bench-soak-cpu clean
 
 venv: $(STAMP)
 
@@ -69,6 +69,11 @@ bench-soak: venv
 bench-soak-cpu: venv models
 	$(BIN)/python benchmarks/soak.py --profile cpu --db postgres --sessions 4 --minutes 3 \
 	  --pg-restarts 1 --json results/soak_cpu.json --worker-log results/soak_cpu.log
+
+# End of turn: the labelled set (scripts/make_turn_set.py, made into .cache/turn_set on first use)
+# replayed through the real VAD, Smart Turn and the turn policy; cut-offs against delay.
+bench-turns: venv models
+	$(BIN)/python benchmarks/turns.py --json results/turns_cpu.json
 
 bench-models: venv models
 	$(BIN)/python benchmarks/models.py --json results/models_cpu.json

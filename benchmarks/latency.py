@@ -7,7 +7,11 @@
 clips from tests/data/clips at real-time pace for `--turns T` answers, and measure:
 - v2v_ms: the last voiced sample of the answer sent -> the first examiner audio frame received;
 - turn_latency_ms: the server's own figure (`response.done.latency_ms`), and its stage breakdown
-  (`response.done.stages_ms`, p50 per stage);
+  (`response.done.stages_ms`, p50 per stage); turn_latency_ms_by_length and v2v_ms_by_length:
+  the same per answer length (voiced seconds: <5 s, 5-10 s, 10-20 s), p50/p95 and n. The clips
+  are taken with their lengths interleaved, so a few turns already include 15-19 s answers;
+  v2v is only measured on complete answers (a reply that began before the answer's last voiced
+  sample counts as `reply_before_end_of_speech` instead);
 - overhead_ms: turn latency less the model time on the critical path (`stages_ms.
   critical_path_models`), meaningful with the fake profile's fixed model delays;
 - loop_lag_ms: the server's event-loop lag from GET /healthz at the end; client_loop_lag_ms: this
@@ -44,6 +48,8 @@ from benchmarks.latency_client import (  # noqa: E402
     StudentConfig,
     StudentResult,
     TurnRecord,
+    by_length,
+    interleave_by_length,
     load_clips,
     percentile,
     quantiles,
@@ -67,6 +73,23 @@ class Row(dict[str, Any]):
 
     def __str__(self) -> str:
         return "  ".join(f"{k} {'-' if v is None else v}" for k, v in self.items()) or "-"
+
+
+class Lengths(dict[str, dict[str, Any]]):
+    """Per-length figures; prints as `<5s p50 210.0 p95 260.0 n 4 | 5-10s ...` in the table."""
+
+    def __str__(self) -> str:
+        return " | ".join(f"{name} {Row(v)}" for name, v in self.items())
+
+
+def length_pairs(records: Sequence[TurnRecord], figure: str) -> list[tuple[float, float]]:
+    """(answer seconds, figure) of the records that have both."""
+    out = []
+    for r in records:
+        value = getattr(r, figure)
+        if r.answer_s is not None and value is not None:
+            out.append((r.answer_s, float(value)))
+    return out
 
 
 # --- figures ---------------------------------------------------------------------------------
@@ -104,7 +127,9 @@ def summarize(
         "turn_latency_ms": Row(
             quantiles([r.latency_ms for r in records if r.latency_ms is not None])
         ),
+        "turn_latency_ms_by_length": Lengths(by_length(length_pairs(records, "latency_ms"))),
         "v2v_ms": Row(quantiles([r.v2v_ms for r in records if r.v2v_ms is not None])),
+        "v2v_ms_by_length": Lengths(by_length(length_pairs(records, "v2v_ms"))),
         "stages_ms": Row(stage_p50s(records)),
         "overhead_ms": Row(quantiles(overheads, (50, 95))) if overheads else None,
         "loop_lag_ms": Row(lag) if isinstance(lag, dict) else None,
@@ -221,7 +246,7 @@ async def _healthz(http: aiohttp.ClientSession, url: str) -> dict[str, Any]:
 
 async def run_students(args: argparse.Namespace, url: str, api_key: str) -> dict[str, Any]:
     started = time.monotonic()
-    clips = load_clips()
+    clips = interleave_by_length(load_clips())
     lag = LoopLag()
     errors: Counter[str] = Counter()
     connector = aiohttp.TCPConnector(limit=0)  # one WebSocket per student, and the POSTs

@@ -1,7 +1,8 @@
 """The simulated student of benchmarks/latency.py, and the pure parts its figures come from.
 
-Pure: percentiles, the overhead of a turn, the voiced span of a clip, and `TurnTracker`, which
-turns the server's events (with the client's receive times) into one `TurnRecord` per answer.
+Pure: percentiles, the overhead of a turn, the voiced span of a clip, answer-length buckets, the
+clip order (lengths interleaved), and `TurnTracker`, which turns the server's events (with the
+client's receive times) into one `TurnRecord` per answer.
 I/O: `Mic` streams 32 ms frames at real-time pace against absolute deadlines on the loop clock,
 `run_student` creates a session over HTTP and holds one viva over the WebSocket, and `LoopLag`
 samples this process's own event-loop lag so a saturated client shows in the results.
@@ -31,6 +32,8 @@ VOICE_DBFS = -40.0  # RMS above this is voice (the fake VAD's own threshold)
 # Responses the student answers once they finish; a follow-up or a repeat is a question too.
 ASKS = frozenset({"question", "followup", "repeat"})
 CLIPS_DIR = Path(__file__).resolve().parents[1] / "tests" / "data" / "clips"
+# Answer-length buckets (voiced seconds): turn latency must not grow with the answer.
+LENGTH_BUCKETS = ((5.0, "<5s"), (10.0, "5-10s"), (20.0, "10-20s"))
 
 
 # --- statistics ------------------------------------------------------------------------------
@@ -63,6 +66,23 @@ def overhead_ms(latency_ms: float | None, stages_ms: Mapping[str, float]) -> flo
     if latency_ms is None or models is None:
         return None
     return latency_ms - models
+
+
+def length_bucket(seconds: float) -> str:
+    """The answer-length bucket of a voiced length: "<5s", "5-10s", "10-20s" or ">=20s"."""
+    for upper, name in LENGTH_BUCKETS:
+        if seconds < upper:
+            return name
+    return ">=20s"
+
+
+def by_length(pairs: Sequence[tuple[float, float]]) -> dict[str, dict[str, Any]]:
+    """{bucket: {"p50", "p95", "n"}} of (answer seconds, value) pairs; the three main buckets
+    always (p50/p95 None when empty), ">=20s" only when an answer was that long."""
+    groups: dict[str, list[float]] = {name: [] for _upper, name in LENGTH_BUCKETS}
+    for seconds, value in pairs:
+        groups.setdefault(length_bucket(seconds), []).append(value)
+    return {name: {**quantiles(v, (50, 95)), "n": len(v)} for name, v in groups.items()}
 
 
 # --- clips -----------------------------------------------------------------------------------
@@ -121,6 +141,19 @@ def load_clips(directory: Path = CLIPS_DIR) -> list[Clip]:
     return out
 
 
+def interleave_by_length(clips: Sequence[Clip]) -> list[Clip]:
+    """The clips with their length buckets taken in turn (short, medium, long, short, ...), so a
+    run of a few turns already has answers of every length."""
+    groups: dict[str, list[Clip]] = {}
+    for clip in clips:
+        groups.setdefault(length_bucket(clip.voiced_s), []).append(clip)
+    queues = [groups[name] for _u, name in (*LENGTH_BUCKETS, (0, ">=20s")) if name in groups]
+    out: list[Clip] = []
+    for i in range(max((len(q) for q in queues), default=0)):
+        out += [q[i] for q in queues if i < len(q)]
+    return out
+
+
 # --- turns from events -----------------------------------------------------------------------
 
 
@@ -132,6 +165,7 @@ class TurnRecord:
     latency_ms: float | None  # the server's turn latency (response.done.latency_ms)
     v2v_ms: float | None  # last voiced sample sent -> first reply audio received
     stages_ms: dict[str, float] = field(default_factory=dict)
+    answer_s: float | None = None  # voiced length of the clip answered
 
     @property
     def overhead_ms(self) -> float | None:
@@ -160,6 +194,7 @@ class TurnTracker:
         self._voiced_end_at: float | None = None
         self._reply: str | None = None
         self._first_audio_at: float | None = None
+        self._answer_s: float | None = None
 
     def feed(self, event: Mapping[str, Any], now: float) -> Action | None:
         kind = event.get("type")
@@ -173,6 +208,10 @@ class TurnTracker:
         elif kind == "response.cancelled":
             if event.get("response_id") == self._reply or self.phase == "listening":
                 self.errors[f"cancelled:{event.get('reason')}"] += 1
+            if self.phase == "answering" and event.get("response_id") == self._reply:
+                # A reply begun in a pause and taken back when the student went on: the answer's
+                # reply is the next one.
+                self._reply = self._first_audio_at = None
         elif kind == "error":
             self.errors[f"error:{event.get('code')}"] += 1
         elif kind == "session.ended":
@@ -192,7 +231,7 @@ class TurnTracker:
             self.phase = "listening"
         if self.phase == "listening" and self.kinds.get(rid) in ASKS:
             self.phase = "answering"
-            self._voiced_end_at = self._reply = self._first_audio_at = None
+            self._voiced_end_at = self._reply = self._first_audio_at = self._answer_s = None
             return "answer"
         return None
 
@@ -220,12 +259,17 @@ class TurnTracker:
                 float(latency) if isinstance(latency, int | float) else None,
                 v2v,
                 stages,
+                self._answer_s,
             )
         )
 
     def audio(self, now: float) -> None:
         if self.phase == "answering" and self._reply is not None and self._first_audio_at is None:
             self._first_audio_at = now
+
+    def playing(self, voiced_s: float) -> None:
+        """The answer being streamed is this long (voiced seconds)."""
+        self._answer_s = voiced_s
 
     def voiced_end_sent(self, at: float) -> None:
         if self.phase == "answering" and self._voiced_end_at is None:
@@ -403,7 +447,9 @@ async def _listen(
         elif msg.type == aiohttp.WSMsgType.TEXT:
             action = tracker.feed(json.loads(msg.data), now)
             if action == "answer":
-                mic.play(clips[(index + len(tracker.records)) % len(clips)])
+                clip = clips[(index + len(tracker.records)) % len(clips)]
+                tracker.playing(clip.voiced_s)
+                mic.play(clip)
                 deadline = now + cfg.turn_timeout_s
             elif action == "end":
                 await ws.send_str(json.dumps({"type": "session.end"}))

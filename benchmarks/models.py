@@ -1,4 +1,4 @@
-"""Per-model latency of the real models of a profile: VAD, ASR, LLM, TTS.
+"""Per-model latency of the real models of a profile: VAD, ASR, LLM, TTS, end of turn.
 
     python benchmarks/models.py [--config config.yaml] [--repeats 5] --json PATH
 
@@ -86,6 +86,14 @@ async def run(config_path: str, repeats: int) -> dict[str, Any]:
                 await hub.asr.transcribe(audio)
                 times.append((time.perf_counter() - t) * 1000)
             out[f"asr_ms_{secs}s"] = round(statistics.median(times), 1)
+        # The end-of-turn model always sees an 8 s window, so one length is enough.
+        audio = _clip(8)
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            await hub.eot.probability(audio)
+            times.append((time.perf_counter() - t) * 1000)
+        out["eot_ms"] = round(statistics.median(times), 1)
         runs = [await _llm_once(hub.llm) for _ in range(repeats)]
         out["llm_ttft_ms"] = round(statistics.median(r[0] for r in runs), 1)
         out["llm_tokens_per_s"] = round(statistics.median(r[1] for r in runs), 1)

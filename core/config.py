@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -94,6 +101,9 @@ class ExamConfig(_Frozen):
     evaluator: Literal["keyword_match", "llm_based", "hybrid"] = "hybrid"
     max_question_duration_seconds: float = Field(120, gt=0)
     min_answer_duration_seconds: float = Field(3, ge=0)
+    # Speech shorter than the minimum is kept and joined with what follows; when nothing follows
+    # for this long, it is taken as the answer (a student's words are never dropped).
+    short_answer_wait_seconds: float = Field(4, gt=0)
     keyword_matching_threshold: float = Field(0.6, gt=0, le=1)
     show_scores: bool = False
     reconnect_grace_seconds: float = Field(30, ge=0)
@@ -106,11 +116,41 @@ class TurnConfig(_Frozen):
     voice_threshold: float = Field(45, ge=0)
     vad_threshold: float = Field(0.5, gt=0, lt=1)
     min_speech_ms: int = Field(250, ge=0)
-    end_silence_ms: int = Field(500, ge=32)
     min_interrupt_ms: int = Field(300, ge=0)
     echo_guard_ms: int = Field(200, ge=0)
     nudge_after_seconds: float = Field(15, gt=0)
     latency_target_ms: int = Field(400, ge=1)
+    # End of answer (worker/turn_policy.py). `viva`: the pause needed depends on the end-of-turn
+    # model, the transcript so far and its keyword coverage; `silence`: a fixed `end_silence_ms`.
+    policy: Literal["viva", "silence"] = "viva"
+    end_silence_ms: int = Field(500, ge=32)
+    # A pause this long closes a segment: it is transcribed and judged while the student pauses.
+    segment_pause_ms: int = Field(128, ge=32)
+    fast_ms: int = Field(200, ge=0)  # every signal says the answer is complete
+    unsure_ms: int = Field(900, ge=0)
+    short_answer_ms: int = Field(1700, ge=0)  # complete-sounding, but short for the question
+    thinking_ms: int = Field(2200, ge=0)  # trailing "and"/"um", or the model says unfinished
+    max_wait_ms: int = Field(3000, ge=32)  # the hard maximum for any pause inside an answer
+    eot_high: float = Field(0.7, ge=0, le=1)
+    eot_low: float = Field(0.2, ge=0, le=1)
+    min_answer_words: int = Field(14, ge=0)
+    long_answer_words: int = Field(40, ge=1)
+    coverage_done: float = Field(0.6, gt=0, le=1)
+    # A reply to an answer can be taken back (the student was not finished) until the next
+    # question, follow-up or closing has played this long; then the advance is committed.
+    commit_after_ms: int = Field(1500, ge=0)
+
+    @model_validator(mode="after")
+    def _waits_in_order(self) -> TurnConfig:
+        waits = (self.fast_ms, self.unsure_ms, self.short_answer_ms, self.thinking_ms)
+        if list(waits) != sorted(waits) or self.thinking_ms > self.max_wait_ms:
+            raise ValueError(
+                "turn waits must grow: fast_ms <= unsure_ms <= short_answer_ms <= thinking_ms"
+                " <= max_wait_ms"
+            )
+        if self.eot_low > self.eot_high:
+            raise ValueError("turn.eot_low must not exceed turn.eot_high")
+        return self
 
 
 class VADConfig(_Frozen):
@@ -155,12 +195,22 @@ class TTSConfig(_Frozen):
     max_buffer_samples: int = Field(16000, ge=256)
 
 
+class EOTConfig(_Frozen):
+    """The end-of-turn model (Smart Turn v3.2): small and int8, it runs on the CPU everywhere."""
+
+    backend: Literal["smart_turn", "fake"] = "smart_turn"
+    device: Literal["cpu"] = "cpu"
+    threads: int = Field(1, ge=1)
+    fake_delay_ms: float = Field(0, ge=0)  # backend `fake` only: time per inference
+
+
 class ModelsConfig(_Frozen):
     models_dir: str = "./.cache/models"
     vad: VADConfig = VADConfig()
     asr: ASRConfig = ASRConfig()
     llm: LLMConfig = LLMConfig()
     tts: TTSConfig = TTSConfig()
+    eot: EOTConfig = EOTConfig()
 
 
 class Config(_Frozen):

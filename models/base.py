@@ -1,4 +1,4 @@
-"""The four model protocols, their small data types and their typed errors.
+"""The model protocols, their small data types and their typed errors.
 
 Each stage is one tiny interface; real backends and fakes implement the same one, and the hub
 picks which by config (`backend: fake`). Audio crossing these interfaces is 16 kHz mono float32
@@ -123,7 +123,7 @@ class Usage:
 
 @dataclass(frozen=True)
 class ModelInfo:
-    stage: Literal["vad", "asr", "llm", "tts"]
+    stage: Literal["vad", "asr", "llm", "tts", "eot"]
     name: str
     backend: str
     device: str
@@ -175,6 +175,17 @@ class LLM(Protocol):
         usage: Usage | None = None,
     ) -> dict[str, Any]:
         """A JSON object valid against `schema`, or StructuredOutputFailed."""
+        ...
+
+
+class EndOfTurn(Protocol):
+    """How likely the student has finished their turn, judged from how the answer sounds."""
+
+    info: ModelInfo
+
+    async def probability(self, audio: Audio) -> float:
+        """P(turn complete) given the answer so far (16 kHz float32, ending where speech
+        paused); the model looks at the last few seconds only."""
         ...
 
 

@@ -126,6 +126,24 @@ class FakeLLM:
         return json.loads(json.dumps(result))
 
 
+class FakeEOT:
+    """End-of-turn probability `probability` (a constant, or a function of the audio so far),
+    after `delay_ms`."""
+
+    def __init__(self, probability: float | Callable[[Audio], float] = 0.9, delay_ms: float = 0):
+        self.probability_of = probability
+        self.delay_ms = delay_ms
+        self.calls = 0
+        self.info = ModelInfo("eot", "fake-eot", "fake", "none", "none")
+
+    async def probability(self, audio: Audio) -> float:
+        audio = check_audio(audio)
+        self.calls += 1
+        await asyncio.sleep(self.delay_ms / 1000)
+        scripted = self.probability_of
+        return float(scripted(audio) if callable(scripted) else scripted)
+
+
 class FakeTTS:
     """Silence of the length real speech of the text would take, in ~100 ms chunks."""
 

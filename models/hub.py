@@ -14,7 +14,17 @@ from typing import Any
 import numpy as np
 
 from core.config import ModelsConfig
-from models.base import ASR, LLM, SAMPLE_RATE, TTS, VAD, VAD_CHUNK, ModelInfo, Sampling
+from models.base import (
+    ASR,
+    LLM,
+    SAMPLE_RATE,
+    TTS,
+    VAD,
+    VAD_CHUNK,
+    EndOfTurn,
+    ModelInfo,
+    Sampling,
+)
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +42,7 @@ class Hub:
     asr: ASR
     llm: LLM
     tts: TTS
+    eot: EndOfTurn
     reports: dict[str, LoadReport] = field(default_factory=dict)
     ready: bool = False
 
@@ -50,7 +61,7 @@ class Hub:
 
     async def close(self) -> None:
         self.ready = False
-        _close_all([self.tts, self.llm, self.asr, self.vad])
+        _close_all([self.eot, self.tts, self.llm, self.asr, self.vad])
 
 
 def _close_all(models: list[Any]) -> None:
@@ -119,6 +130,17 @@ def _build_tts(cfg: ModelsConfig) -> TTS:
     return PiperTTS(model, config, use_cuda=cfg.tts.device == "cuda")
 
 
+def _build_eot(cfg: ModelsConfig) -> EndOfTurn:
+    if cfg.eot.backend == "fake":
+        from models.fakes import FakeEOT
+
+        return FakeEOT(delay_ms=cfg.eot.fake_delay_ms)
+    from models.smart_turn import SmartTurn
+    from models.weights import smart_turn_path
+
+    return SmartTurn(smart_turn_path(), threads=cfg.eot.threads)
+
+
 async def _warm(hub: Hub) -> dict[str, float]:
     out: dict[str, float] = {}
     t = time.perf_counter()
@@ -138,11 +160,14 @@ async def _warm(hub: Hub) -> dict[str, float]:
     async for _ in hub.tts.stream("Hello."):
         pass
     out["tts"] = time.perf_counter() - t
+    t = time.perf_counter()
+    await hub.eot.probability(tone)
+    out["eot"] = time.perf_counter() - t
     return out
 
 
 async def load_hub(cfg: ModelsConfig) -> Hub:
-    """Build and warm all four models; raises WeightsMissing/ModelError on failure, after
+    """Build and warm every model; raises WeightsMissing/ModelError on failure, after
     closing whatever it had already built."""
     built: list[Any] = []
     loads: dict[str, float] = {}
@@ -158,13 +183,15 @@ async def load_hub(cfg: ModelsConfig) -> Hub:
         vad = await timed("vad", lambda: _build_vad(cfg))
         asr = await timed("asr", lambda: _build_asr(cfg))
         tts = await timed("tts", lambda: _build_tts(cfg))
+        eot = await timed("eot", lambda: _build_eot(cfg))
         llm = await timed("llm", lambda: _build_llm(cfg))
-        hub = Hub(vad, asr, llm, tts)
+        hub = Hub(vad, asr, llm, tts, eot)
         warm = await _warm(hub)
     except BaseException:
         _close_all(list(reversed(built)))
         raise
-    for stage, model in (("vad", vad), ("asr", asr), ("llm", llm), ("tts", tts)):
+    stages = (("vad", vad), ("asr", asr), ("llm", llm), ("tts", tts), ("eot", eot))
+    for stage, model in stages:
         hub.reports[stage] = LoadReport(model.info, loads[stage], warm[stage])
         log.info(
             "model %s %s on %s: load %.2fs, warm-up %.2fs",

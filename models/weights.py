@@ -11,6 +11,10 @@ from core.config import ModelsConfig
 from models.base import WeightsMissing, package_dir
 
 KOKORO_PARTS = 4
+SMART_TURN_FILE = "audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx"
+# sha256 of that file in pipecat-ai 1.14.0 (requirements-weights.txt): another release may ship
+# another model under the same name.
+SMART_TURN_SHA256 = "2bb026316b14a660486a75b1733cd3fbab8c2fd0314dc9af7be49f8cca967e4f"
 
 
 def asr_dir(cfg: ModelsConfig) -> Path:
@@ -28,6 +32,34 @@ def llm_dir(cfg: ModelsConfig) -> Path:
     path = Path(cfg.models_dir) / cfg.llm.model
     if not (path / "config.json").is_file():
         raise WeightsMissing(str(path / "config.json"), f"LLM {cfg.llm.model}")
+    return path
+
+
+def smart_turn_path() -> Path:
+    """Smart Turn v3.2 (int8 ONNX) as shipped inside the `pipecat-ai` wheel, on both profiles.
+
+    Located, never imported: importing pipecat pulls its whole framework and its dependencies.
+    """
+    root = package_dir("pipecat")
+    if root is None:
+        raise WeightsMissing(f"pipecat/{SMART_TURN_FILE}", "end of turn (package pipecat-ai)")
+    path = root / SMART_TURN_FILE
+    if not path.is_file():
+        raise WeightsMissing(str(path), "end of turn (package pipecat-ai)")
+    return path
+
+
+def verify_smart_turn(path: Path | None = None) -> Path:
+    """The Smart Turn file, checked against the sha256 of the pinned release (fetch time only:
+    at start-up the hub just opens it)."""
+    path = path or smart_turn_path()
+    if not path.is_file():
+        raise WeightsMissing(str(path), "end of turn (package pipecat-ai)")
+    if _sha256(path) != SMART_TURN_SHA256:
+        raise ValueError(
+            f"end of turn: {path} is not Smart Turn v3.2 as pinned (sha256 differs); "
+            "install pipecat-ai at the version of requirements-weights.txt"
+        )
     return path
 
 

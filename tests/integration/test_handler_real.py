@@ -156,7 +156,7 @@ def wait_rows(w: Worker, sql: str, *args: Any, want: int, within: float = 10) ->
 async def test_health(worker: Worker) -> None:
     (health,) = await runsync(worker, {"action": "health"})
     assert health["status"] == "ok" and health["profile"] == "cpu"
-    assert set(health["models"]["models"]) == {"vad", "asr", "llm", "tts"}
+    assert set(health["models"]["models"]) == {"vad", "asr", "llm", "tts", "eot"}
     assert health["models"]["models"]["llm"]["backend"] == "vllm"
     assert health["database"]["dialect"] == "sqlite" and health["database"]["writer"]["healthy"]
     assert health["ws_base"] == f"ws://127.0.0.1:{worker.ws_port}"

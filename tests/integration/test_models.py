@@ -150,7 +150,7 @@ async def test_bad_input_gives_typed_errors(hub: Hub) -> None:
 async def test_hub_reports_ready_with_info(hub: Hub) -> None:
     info = hub.describe()
     assert info["ready"] is True
-    assert set(info["models"]) == {"vad", "asr", "llm", "tts"}
+    assert set(info["models"]) == {"vad", "asr", "llm", "tts", "eot"}
     for stage, m in info["models"].items():
         assert m["device"] and m["weights"] and m["load_s"] >= 0 and m["warmup_s"] > 0, stage
 

@@ -169,11 +169,68 @@ def test_a_short_answer_that_says_pass_with_content_is_an_answer() -> None:
     assert kinds(out) == ["Evaluate", "followup"]
 
 
-def test_too_short_answer_is_ignored() -> None:
+def test_too_short_speech_is_held_and_joined_with_what_follows() -> None:
     flow = started()
-    assert flow.answer("An offer.", 2.9) == [Ignored("too_short")]
+    assert flow.answer("An offer.", 2.9) == [Ignored("held")]
     assert flow.index == 0 and flow.answered == 0
-    assert kinds(flow.answer(FULL, 3.0)) == ["Evaluate", "acknowledge", "question"]
+    out = flow.answer(FULL, 3.0)
+    assert kinds(out) == ["Evaluate", "acknowledge", "question"]
+    assert out[0] == Evaluate(flow.questions[0], f"An offer. {FULL}", 1)
+
+
+def test_short_speech_with_nothing_after_it_is_the_answer() -> None:
+    flow = started()
+    assert flow.answer("An offer.", 1.2) == [Ignored("held")]
+    assert flow.answer("And acceptance.", 1.0) == [Ignored("held")]  # still short: held
+    assert flow.silence(3.9) == []
+    out = flow.silence(4.0)
+    assert out[0] == Evaluate(flow.questions[0], "An offer. And acceptance.", 1)
+    assert flow.answered == 1 and flow.tentative
+
+
+def test_held_speech_is_scored_when_time_runs_out() -> None:
+    clock = Clock()
+    flow = started(2, clock, max_question_duration_seconds=60)
+    flow.answer("An offer.", 1.2)
+    clock.now += 60
+    out = flow.tick()
+    assert out[0] == Evaluate(flow.questions[0], "An offer.", 1)
+    assert kinds(out) == ["Evaluate", "acknowledge", "question"]
+
+
+def test_a_reply_taken_back_restores_the_question_and_joins_the_continuation() -> None:
+    """The student paused, the examiner moved on, the student went on: nothing is skipped."""
+    flow = started(3)
+    first = "An offer and acceptance."
+    out = flow.answer(first, 3.5)
+    assert kinds(out) == ["Evaluate", "followup"] and flow.tentative
+    assert flow.take_back() and not flow.tentative
+    assert flow.index == 0 and flow.followups_used == 0 and flow.answered == 0
+    out = flow.answer("And consideration too.", 2.0)
+    assert out[0] == Evaluate(flow.questions[0], f"{first} And consideration too.", 1)
+    assert kinds(out) == ["Evaluate", "acknowledge", "question"] and flow.index == 1
+    # After an advance: taking it back returns to question 1, with the whole answer held.
+    assert flow.take_back() and flow.index == 0 and flow.current == flow.questions[0]
+    out = flow.answer("Consideration is the price paid.", 3.0)
+    assert out[0].transcript.endswith("And consideration too. Consideration is the price paid.")
+    flow.commit()
+    assert not flow.take_back() and flow.index == 1 and flow.answered == 1
+
+
+def test_nothing_to_take_back_after_a_tick_or_a_repeat() -> None:
+    flow = started(2)
+    flow.answer(FULL, 5.0)
+    flow.tick()
+    assert flow.tentative  # a tick inside the time limit changes nothing
+    flow.answer("Could you say the question again please?", 2.0)
+    assert not flow.take_back()
+
+
+def test_polite_dont_know_of_ten_words_moves_on() -> None:
+    flow = started(2)
+    out = flow.answer("I'm sorry, I don't know the answer to that one.", 2.7)
+    assert kinds(out) == ["Evaluate", "acknowledge", "question"]
+    assert says(out)[0] == ("acknowledge", MOVE_ON)
 
 
 def test_empty_transcript_is_ignored() -> None:

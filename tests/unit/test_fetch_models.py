@@ -1,4 +1,5 @@
-"""fetch_models on the gpu profile without a reachable hub: a clear error, not a traceback."""
+"""fetch_models: on the gpu profile without a reachable hub a clear error, not a traceback; the
+end-of-turn file checked against the release it was pinned from."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,4 +28,20 @@ def test_gpu_fetch_without_hub_fails_clearly(tmp_path: Path) -> None:
         timeout=120,
     )
     assert done.returncode == 1
+    assert "eot: " in done.stdout, "the end-of-turn model is verified before any download"
     assert "could not fetch weights" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_smart_turn_is_verified_against_its_pinned_digest(tmp_path: Path) -> None:
+    from models.base import WeightsMissing
+    from models.weights import smart_turn_path, verify_smart_turn
+
+    path = verify_smart_turn()
+    assert path == smart_turn_path() and path.name == "smart-turn-v3.2-cpu.onnx"
+    assert "site-packages/pipecat/" in path.as_posix()
+    other = tmp_path / path.name
+    other.write_bytes(path.read_bytes()[:-1] + b"\0")
+    with pytest.raises(ValueError, match="sha256"):
+        verify_smart_turn(other)
+    with pytest.raises(WeightsMissing, match="pipecat-ai"):
+        verify_smart_turn(tmp_path / "missing.onnx")

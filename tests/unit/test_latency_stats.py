@@ -15,9 +15,13 @@ from benchmarks.latency import Row, stage_p50s, summarize, worker_env
 from benchmarks.latency_client import (
     FRAME_SAMPLES,
     SILENCE,
+    Clip,
     StudentResult,
     TurnRecord,
     TurnTracker,
+    by_length,
+    interleave_by_length,
+    length_bucket,
     load_clips,
     overhead_ms,
     percentile,
@@ -54,6 +58,36 @@ def test_overhead_is_latency_less_critical_path_models() -> None:
     assert overhead_ms(None, {"critical_path_models": 305.0}) is None
     record = TurnRecord(0, 1, "acknowledge", 250.0, 700.0, {"critical_path_models": 240.0})
     assert record.overhead_ms == 10.0
+
+
+def test_answer_lengths_fall_into_buckets() -> None:
+    assert [length_bucket(s) for s in (0.4, 4.99, 5.0, 9.9, 10.0, 19.9, 20.0, 60)] == [
+        "<5s", "<5s", "5-10s", "5-10s", "10-20s", "10-20s", ">=20s", ">=20s",
+    ]  # fmt: skip
+
+
+def test_figures_by_length_have_p50_p95_and_n_per_bucket() -> None:
+    pairs = [(3.0, 200.0), (4.0, 220.0), (4.5, 240.0), (15.0, 300.0), (18.0, 500.0)]
+    out = by_length(pairs)
+    assert out["<5s"] == {"p50": 220.0, "p95": 238.0, "n": 3}
+    assert out["5-10s"] == {"p50": None, "p95": None, "n": 0}  # always there, even empty
+    assert out["10-20s"] == {"p50": 400.0, "p95": 490.0, "n": 2}
+    assert ">=20s" not in out
+    assert by_length([(25.0, 100.0)])[">=20s"] == {"p50": 100.0, "p95": 100.0, "n": 1}
+    assert json.loads(json.dumps(out)) == out
+
+
+def test_clips_are_interleaved_by_length() -> None:
+    def clip(name: str, seconds: float) -> Clip:
+        return Clip(name, bytes(2 * FRAME_SAMPLES), 0, int(seconds * 16000))
+
+    clips = [clip("s1", 3), clip("s2", 4), clip("s3", 4.5), clip("m1", 7), clip("l1", 15)]
+    clips.append(clip("l2", 18))
+    order = [c.name for c in interleave_by_length(clips)]
+    assert order == ["s1", "m1", "l1", "s2", "l2", "s3"]
+    committed = interleave_by_length(load_clips())
+    assert {length_bucket(c.voiced_s) for c in committed[:3]} == {"<5s", "5-10s", "10-20s"}
+    assert sum(10 <= c.voiced_s < 20 for c in committed) >= 3  # the long answers are in the mix
 
 
 # --- clips -----------------------------------------------------------------------------------
@@ -141,6 +175,23 @@ def test_a_followup_is_answered_and_the_last_turn_ends_the_session() -> None:
     assert not t.errors
 
 
+def test_a_reply_taken_back_in_a_pause_is_not_the_answers_reply() -> None:
+    t = TurnTracker(session=0, turns=1)
+    t.feed(_created("r1", "question"), 0.0)
+    assert t.feed(_done("r1"), 1.0) == "answer"
+    t.playing(15.2)
+    t.feed(_created("r2", "acknowledge"), 3.0)  # the student paused; the examiner began
+    t.audio(3.1)
+    t.feed({"type": "response.cancelled", "response_id": "r2", "reason": "resumed"}, 3.4)
+    t.voiced_end_sent(16.0)
+    t.feed(_created("r3", "acknowledge"), 16.3)
+    t.audio(16.5)
+    assert t.feed(_done("r3", 240.0), 17.0) == "end"
+    (record,) = t.records
+    assert record.v2v_ms == pytest.approx(500.0) and record.answer_s == 15.2
+    assert t.errors == Counter({"cancelled:resumed": 1})
+
+
 def test_a_reply_before_the_answer_ended_has_no_v2v() -> None:
     t = TurnTracker(session=0, turns=3)
     t.feed(_created("r1", "question"), 0.0)
@@ -175,6 +226,7 @@ def _student(index: int, latencies: list[float], finished: bool = True) -> Stude
             lat,
             lat + 500,
             {"tts_first_audio": 30.0, "asr": 10.0, "zeta": 1.0, "critical_path_models": lat - 5},
+            answer_s=4.0,
         )
         for n, lat in enumerate(latencies)
     ]
@@ -190,6 +242,10 @@ def test_summary_has_the_figures_the_json_promises() -> None:
     assert out["sessions"] == 2 and out["sessions_completed"] == 1 and out["turns"] == 3
     assert out["turn_latency_ms"] == {"p50": 200.0, "p95": 290.0, "p99": 298.0}
     assert out["v2v_ms"]["p50"] == 700.0
+    assert out["turn_latency_ms_by_length"]["<5s"] == {"p50": 200.0, "p95": 290.0, "n": 3}
+    assert out["turn_latency_ms_by_length"]["10-20s"]["n"] == 0
+    assert out["v2v_ms_by_length"]["<5s"]["p50"] == 700.0
+    assert str(out["turn_latency_ms_by_length"]).startswith("<5s p50 200.0  p95 290.0  n 3 | ")
     assert list(out["stages_ms"]) == ["asr", "tts_first_audio", "critical_path_models", "zeta"]
     assert out["overhead_ms"] == {"p50": 5.0, "p95": 5.0}
     assert out["loop_lag_ms"]["p99"] == 3.2

@@ -28,7 +28,9 @@ ALLOWED: dict[str, set[str]] = {
 FLAT_LAYER: dict[str, str] = {
     "worker.exam": "exam",
     "worker.evaluators": "exam",
+    "worker.intents": "exam",
     "worker.turns": "voice",
+    "worker.turn_policy": "voice",
     "worker.outbox": "voice",
     "worker.speaker": "voice",
     "worker.metrics": "voice",

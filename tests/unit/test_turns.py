@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from worker.turn_policy import PolicySettings, VivaPolicy
 from worker.turns import (
     FRAME_MS,
     BargeIn,
@@ -54,3 +55,44 @@ def test_barge_in_after_echo_guard_only() -> None:
     assert sum(isinstance(e, BargeIn) for e in later) == 1
     det.examiner_stopped()
     assert not any(isinstance(e, BargeIn) for e in run(det, [(0.9, 640)]))
+
+
+def test_a_pause_closes_a_segment_and_the_policy_decides_when_it_ends() -> None:
+    """The end comes when the policy says so, with what was noted about the pause."""
+    policy = VivaPolicy(PolicySettings(fast_ms=192, thinking_ms=1600, max_ms=2400))
+    det = TurnDetector(TurnSettings(speculative_ms=128, min_speech_ms=96), policy)
+    events = run(det, [(0.9, 1600), (0.0, 160)])
+    paused = [e for e in events if isinstance(e, Paused)]
+    assert len(paused) == 1 and (paused[0].segment_start_ms, paused[0].segment_end_ms) == (0, 1600)
+    # Unfinished: the student said "and". The pause is waited out until thinking_ms.
+    det.note_eot(0.9)
+    det.note_text("Insulin is made by the pancreas and", 0.3)
+    assert not any(isinstance(e, SpeechStopped) for e in run(det, [(0.0, 1280)]))
+    events = run(det, [(0.9, 640)])  # speech resumes: a second segment starts
+    assert [type(e) for e in events] == [Resumed]
+    events = run(det, [(0.0, 160)])
+    paused = [e for e in events if isinstance(e, Paused)]
+    assert (paused[0].segment_start_ms, paused[0].segment_end_ms) == (3040, 3680)
+    assert det.signals().eot is None and det.signals().text is None  # forgotten at the resume
+    det.note_eot(0.95)
+    det.note_text("Insulin is made by the pancreas and it lowers blood glucose.", 1.0)
+    events = run(det, [(0.0, 64)])
+    stop = [e for e in events if isinstance(e, SpeechStopped)]
+    assert stop and (stop[0].start_ms, stop[0].end_ms) == (0, 3680)
+
+
+def test_without_signals_the_hard_maximum_ends_the_answer() -> None:
+    policy = VivaPolicy(PolicySettings(max_ms=2400))
+    det = TurnDetector(TurnSettings(speculative_ms=128, min_speech_ms=96, max_wait_ms=2400), policy)
+    events = run(det, [(0.9, 640), (0.0, 2368)])
+    assert not any(isinstance(e, SpeechStopped) for e in events)
+    assert any(isinstance(e, SpeechStopped) for e in run(det, [(0.0, 64)]))
+
+
+def test_notes_outside_a_pause_are_ignored() -> None:
+    det = TurnDetector(TurnSettings(speculative_ms=128, min_speech_ms=96))
+    run(det, [(0.9, 640)])
+    det.note_eot(0.9)
+    det.note_text("stale", None)
+    assert det.signals().eot is None and det.signals().text is None
+    assert det.signals().speech_ms == 640

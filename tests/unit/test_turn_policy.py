@@ -1,0 +1,87 @@
+"""The viva turn policy: how long a pause must last, from what is known at it."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.config import TurnConfig
+from worker.turn_policy import (
+    FixedSilence,
+    PauseSignals,
+    PolicySettings,
+    SmartTurnOnly,
+    VivaPolicy,
+    policy_for,
+    trails_off,
+)
+
+S = PolicySettings()
+POLICY = VivaPolicy(S)
+LONG = " ".join(["the heart pumps blood through the body"] * 6) + "."
+
+
+def wait(eot: float | None, text: str | None, coverage: float | None = None) -> int:
+    return POLICY.wait_ms(PauseSignals(200, 3000, eot, text, coverage))
+
+
+def test_nothing_ends_before_the_model_and_the_transcript_have_answered() -> None:
+    assert wait(None, "Every contract needs an offer.", 1.0) == S.max_ms
+    assert wait(0.99, None) == S.max_ms
+    assert wait(0.99, "") == S.max_ms
+
+
+def test_a_complete_answer_that_covers_the_question_is_answered_quickly() -> None:
+    text = "Every contract needs an offer, acceptance and consideration."
+    assert wait(0.95, text, 1.0) == S.fast_ms
+    assert wait(0.95, LONG, None) == S.fast_ms  # long: an answer whatever its keywords
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Insulin is made by the beta cells and",
+        "The first step is to, um",
+        "It works because",
+        "You must show a duty of care, a breach of",
+        "So the load goes to the,",
+    ],
+)
+def test_a_thought_left_hanging_is_waited_for(text: str) -> None:
+    assert trails_off(text)
+    assert wait(0.95, text, 0.9) == S.thinking_ms
+
+
+def test_the_model_hearing_an_unfinished_turn_is_waited_for() -> None:
+    assert wait(0.05, "Every contract needs an offer.", 1.0) == S.thinking_ms
+
+
+def test_a_complete_first_sentence_short_for_the_question_is_given_time() -> None:
+    """The issue's case: a finished sentence that is not yet a finished answer."""
+    first = "Insulin is made by the beta cells of the pancreas."
+    assert not trails_off(first)
+    assert wait(0.98, first, 0.25) == S.short_answer_ms
+    assert S.short_answer_ms > 1500  # beyond the thinking pauses the goal counts
+
+
+def test_in_between_signals_get_a_middling_wait() -> None:
+    text = "Every contract needs an offer, acceptance and consideration."
+    assert wait(0.5, text, 1.0) == S.unsure_ms
+    twenty = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen."
+    assert wait(0.95, twenty, 0.2) == S.unsure_ms
+
+
+def test_baselines() -> None:
+    assert FixedSilence(300).wait_ms(PauseSignals(0, 0)) == 300
+    assert SmartTurnOnly().wait_ms(PauseSignals(200, 900, 0.9)) == 0
+    assert SmartTurnOnly().wait_ms(PauseSignals(200, 900, 0.3)) == 3000
+    assert SmartTurnOnly().wait_ms(PauseSignals(200, 900)) == 3000
+
+
+def test_config_picks_the_policy_and_checks_the_waits() -> None:
+    assert isinstance(policy_for(TurnConfig(policy="silence", end_silence_ms=640)), FixedSilence)
+    viva = policy_for(TurnConfig(fast_ms=150))
+    assert isinstance(viva, VivaPolicy) and viva.settings.fast_ms == 150
+    with pytest.raises(ValueError, match="must grow"):
+        TurnConfig(fast_ms=2000, unsure_ms=900)
+    with pytest.raises(ValueError, match="eot_low"):
+        TurnConfig(eot_low=0.9, eot_high=0.5)
