@@ -20,9 +20,9 @@ import logging
 import os
 import sys
 
+from core.config import Config, ConfigError, load_config
 from db.engine import DatabaseNotMigrated, DatabaseUnavailable
-from worker.config import Config, ConfigError, load_config
-from worker.runtime import serve
+from worker.http.server import serve
 
 log = logging.getLogger("viva")
 
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.serve or os.environ.get("PORT"):
         return _serve(config)
-    from worker import serverless  # the SDK and the job code: not needed by --serve
+    from worker.runpod import serverless  # the SDK and the job code: not needed by --serve
 
     return serverless.run(config, os.environ, args.rp_serve_api, args.test_input)
 

@@ -21,6 +21,7 @@ from typing import Any
 import asyncpg
 
 from benchmarks.report import emit
+from core.config import DatabaseConfig, WriterConfig
 from db import ops
 from db.engine import create_engine, sessionmaker
 from db.queries.questions import questions_for, scenarios
@@ -29,7 +30,6 @@ from db.queries.users import upsert_user
 from db.setup import migrate_and_seed
 from db.tables import Answer
 from db.writer import Writer
-from worker.config import DatabaseConfig, WriterConfig
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 

@@ -23,9 +23,9 @@ import numpy as np
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 from benchmarks.report import emit  # noqa: E402
+from core.config import load_config  # noqa: E402
 from models.base import SAMPLE_RATE, VAD_CHUNK, Sampling, Usage  # noqa: E402
 from models.hub import _build_tts, load_hub  # noqa: E402
-from worker.config import load_config  # noqa: E402
 
 CLIPS = Path(__file__).resolve().parents[1] / "tests" / "data" / "clips"
 PROMPT = [

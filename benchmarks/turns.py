@@ -54,8 +54,8 @@ from benchmarks.turn_replay import (  # noqa: E402
     score,
     summarize,
 )
+from core.config import Config, load_config  # noqa: E402
 from models.base import SAMPLE_RATE, VAD_CHUNK  # noqa: E402
-from worker.config import Config, load_config  # noqa: E402
 from worker.turn_policy import FixedSilence, Policy, SmartTurnOnly, policy_for  # noqa: E402
 from worker.turns import Paused, TurnSettings  # noqa: E402
 

@@ -1,78 +1,13 @@
-"""Live settings: rows of the `configuration` table that override config.yaml and the environment.
-
-The table's keys are SPEC.md's names; each maps to one dotted path of `worker.config.Config`.
-A row whose value does not validate fails start-up with the key and the reason, like config.yaml.
-"""
+"""Reading the live settings: the active rows of the `configuration` table, applied over a
+config with `core.live_settings.apply_settings` (which holds the key mapping)."""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Mapping
-from typing import Any
-
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.config import Config, ConfigError
+from core.live_settings import apply_settings
 from db.queries.configuration import InvalidSetting, active_settings
-from worker.config import Config, ConfigError, replace_settings
-
-log = logging.getLogger(__name__)
-
-# configuration key -> (Config path, value type, seeded default, description)
-LIVE_SETTINGS: dict[str, tuple[str, str, Any, str]] = {
-    "voice_threshold": (
-        "turn.voice_threshold",
-        "float",
-        45,
-        "Input level (dBFS + 90) to count as voice",
-    ),
-    "vad_sensitivity": ("turn.vad_threshold", "float", 0.5, "Silero speech probability threshold"),
-    "latency_target_ms": ("turn.latency_target_ms", "integer", 400, "Turn latency budget"),
-    "max_question_duration_seconds": (
-        "exam.max_question_duration_seconds",
-        "integer",
-        120,
-        "Time limit per question",
-    ),
-    "min_answer_duration_seconds": (
-        "exam.min_answer_duration_seconds",
-        "integer",
-        3,
-        "Shorter answers are ignored",
-    ),
-    "keyword_matching_threshold": (
-        "exam.keyword_matching_threshold",
-        "float",
-        0.6,
-        "Keyword share for full marks",
-    ),
-    "tts_max_buffer_size": (
-        "models.tts.max_buffer_samples",
-        "integer",
-        16000,
-        "TTS buffer (samples)",
-    ),
-    "asr_language": ("models.asr.language", "string", "en", "Transcription language"),
-    "llm_temperature": ("models.llm.temperature", "float", 0.7, "Examiner sampling temperature"),
-}
-
-
-def apply_settings(config: Config, settings: Mapping[str, Any]) -> Config:
-    """A new Config with the known live settings applied; unknown keys are logged and kept out."""
-    updates: dict[str, Any] = {}
-    for key, value in settings.items():
-        spec = LIVE_SETTINGS.get(key)
-        if spec is None:
-            log.info("configuration.%s is not a live setting of this worker; ignored", key)
-            continue
-        updates[spec[0]] = value
-    try:
-        return replace_settings(config, updates)
-    except ConfigError as exc:
-        names = {v[0]: k for k, v in LIVE_SETTINGS.items()}
-        msg = str(exc)
-        for path, key in names.items():
-            msg = msg.replace(path, f"configuration.{key} ({path})")
-        raise ConfigError(msg) from None
 
 
 async def apply_live_settings(db: AsyncSession, config: Config) -> Config:

@@ -121,6 +121,33 @@ def upsert(table: str, **values: Any) -> Upsert:
     return Upsert(table, row)
 
 
+def audit(
+    action: str,
+    code: str,
+    *,
+    session_id: int | None = None,
+    user_id: int | None = None,
+    details: dict[str, Any] | None = None,
+    status: str = "success",
+    ip_address: str | None = None,
+    user_agent: str | None = None,
+) -> Upsert:
+    """An `audit_logs` row about the session `code`: the one builder of the audit rows that go
+    through the writer (the live session, the RunPod jobs, a refused token)."""
+    return upsert(
+        "audit_logs",
+        session_id=session_id,
+        user_id=user_id,
+        action=action,
+        resource_type="session",
+        resource_id=code[:64],
+        status=status,
+        details=details or {},
+        ip_address=ip_address,
+        user_agent=(user_agent or "")[:512] or None,
+    )
+
+
 def session_update(session_id: int, **values: Any) -> SessionUpdate:
     unknown = set(values) - SESSION_UPDATABLE
     if unknown:

@@ -14,9 +14,10 @@ import yaml
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.live_settings import LIVE_SETTINGS
+from core.live_settings import LIVE_SETTINGS
+from core.vocabulary import COLLEGE_TYPES
 from db.queries.configuration import encode_value
-from db.tables import COLLEGE_TYPES, Configuration, QuestionBank, User
+from db.tables import Configuration, QuestionBank, User
 
 BANKS_DIR = Path(__file__).with_name("seed_data") / "question_banks"
 QUESTION_FIELDS = (

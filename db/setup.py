@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+from core.config import DatabaseConfig
 from db.engine import create_engine, sessionmaker, wait_for_database
 from db.migrate import upgrade
 from db.seed import SeedReport, seed
-from worker.config import DatabaseConfig
 
 
 async def migrate_and_seed(cfg: DatabaseConfig) -> SeedReport:

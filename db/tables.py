@@ -29,16 +29,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from core.vocabulary import COLLEGE_TYPES, FEEDBACK_TYPES, GRADES, SESSION_STATUSES
 from db.ids import new_id
 
 ROLES = ("student", "examiner", "admin")
 USER_STATUSES = ("active", "inactive", "suspended")
-COLLEGE_TYPES = ("medical", "law", "aviation", "automobile", "engineering", "management")
-SESSION_STATUSES = ("pending", "in_progress", "completed", "terminated")
 DIFFICULTIES = ("easy", "medium", "hard")
 EVALUATOR_TYPES = ("keyword_match", "llm_based", "manual", "hybrid")
-FEEDBACK_TYPES = ("correct", "partial", "incorrect")
-GRADES = ("A", "B", "C", "D", "F")
 VALUE_TYPES = ("string", "integer", "float", "boolean", "json")
 
 NAMING = {

@@ -29,11 +29,11 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from core.config import WriterConfig
 from db import metrics
 from db.batch import apply_isolated, apply_ops, is_permanent
 from db.journal import Journal, ReplayReport
 from db.ops import InvalidOp, Op, decode, describe, encode
-from worker.config import WriterConfig
 
 log = logging.getLogger(__name__)
 

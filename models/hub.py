@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from core.config import ModelsConfig
 from models.base import (
     ASR,
     LLM,
@@ -24,7 +25,6 @@ from models.base import (
     ModelInfo,
     Sampling,
 )
-from worker.config import ModelsConfig
 
 log = logging.getLogger(__name__)
 

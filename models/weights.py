@@ -7,8 +7,8 @@ import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
+from core.config import ModelsConfig
 from models.base import WeightsMissing, package_dir
-from worker.config import ModelsConfig
 
 KOKORO_PARTS = 4
 SMART_TURN_FILE = "audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx"

@@ -12,8 +12,8 @@ import argparse
 import os
 import sys
 
+from core.config import ConfigError, load_config
 from db.backup import BackupError, backup, restore
-from worker.config import ConfigError, load_config
 
 
 def main(argv: list[str] | None = None) -> int:

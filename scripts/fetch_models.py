@@ -19,6 +19,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
+from core.config import Config, ConfigError, load_config
 from models.base import ModelError
 from models.weights import (
     asr_dir,
@@ -27,7 +28,6 @@ from models.weights import (
     piper_files,
     verify_smart_turn,
 )
-from worker.config import Config, ConfigError, load_config
 
 # Hugging Face repositories for the gpu profile's model names (override with --hf-* flags).
 GPU_REPOS = {

@@ -10,9 +10,9 @@ import asyncio
 import os
 import sys
 
+from core.config import ConfigError, load_config
 from db.engine import DatabaseUnavailable
 from db.setup import migrate_and_seed
-from worker.config import ConfigError, load_config
 
 
 def main() -> int:

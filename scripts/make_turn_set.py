@@ -89,8 +89,8 @@ class Synth:
         from piper import PiperVoice
         from piper.config import SynthesisConfig
 
+        from core.config import load_config
         from models.weights import kokoro_files, piper_files
-        from worker.config import load_config
 
         models = load_config(ROOT / "config.yaml", {}).models
         model, config = piper_files(models)

@@ -11,9 +11,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from core.config import DatabaseConfig, WriterConfig
 from db.engine import create_engine, sessionmaker
 from db.setup import migrate_and_seed
-from worker.config import DatabaseConfig, WriterConfig
 
 PG_ADMIN_DSN = os.environ.get("VIVA_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 PG_HOST_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432"

@@ -19,8 +19,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from core.grading import feedback_type
 from models.base import LLM, Message, ModelError, Sampling
-from worker.grading import feedback_type
 
 EvaluatorKind = Literal["keyword_match", "llm_based", "hybrid"]
 

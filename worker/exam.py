@@ -33,9 +33,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from worker.config import ExamConfig
+from core.config import ExamConfig
+from core.grading import feedback_type
 from worker.evaluators import Question, keyword_score, words
-from worker.grading import feedback_type
 from worker.intents import intent_of
 
 __all__ = [

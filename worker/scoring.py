@@ -11,13 +11,13 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from core.config import ExamConfig
+from core.grading import ScoredAnswer
 from db import ops
 from models.base import LLM, Transcript
 from worker import protocol as p
-from worker.config import ExamConfig
 from worker.evaluators import Evaluation, evaluate
 from worker.exam import Evaluate, Question
-from worker.grading import ScoredAnswer
 
 log = logging.getLogger(__name__)
 LATENCY_WAIT_S = 30.0  # a reply cut by a barge-in may never produce a first audio byte

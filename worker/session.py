@@ -21,16 +21,16 @@ from typing import Any
 
 from aiohttp import web
 
+from core.config import Config
+from core.grading import ScoredAnswer, SessionTotals, session_totals
 from db import ops
 from db.tables import utcnow
 from db.writer import Writer
 from models.base import Sampling
 from models.hub import Hub
 from worker import protocol as p
-from worker.config import Config
 from worker.conversation import Conversation, Heard
 from worker.exam import Evaluate, ExamFlow, Question
-from worker.grading import ScoredAnswer, SessionTotals, session_totals
 from worker.metrics import CONNECTED, SESSIONS_ENDED
 from worker.outbox import SlowConsumer
 from worker.scoring import ScoringContext, score_answer

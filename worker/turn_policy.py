@@ -28,7 +28,7 @@ import re
 from dataclasses import dataclass
 from typing import Protocol
 
-from worker.config import TurnConfig
+from core.config import TurnConfig
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from core.grading import ScoredAnswer, session_totals
 from db.tables import Answer, Evaluation, QuestionBank, Result, Session, table, utcnow
-from worker.grading import ScoredAnswer, session_totals
 
 
 class SessionNotFound(LookupError):

@@ -28,10 +28,10 @@ import pytest
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session as OrmSession
 
+from core.config import DatabaseConfig
 from db.setup import migrate_and_seed
 from db.tables import Answer
 from db.tables import Session as VivaSession
-from worker.config import DatabaseConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIPS = ROOT / "tests" / "data" / "clips"

@@ -12,10 +12,10 @@ import os
 
 from aiohttp import web
 
-from worker.config import load_config
-from worker.monitor import add_monitor_routes
-from worker.pages import add_page_routes
-from worker.server import build_app
+from core.config import load_config
+from worker.http.monitor import add_monitor_routes
+from worker.http.pages import add_page_routes
+from worker.http.server import build_app
 
 
 def main() -> None:

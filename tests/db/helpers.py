@@ -9,12 +9,12 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from core.config import Config, load_config, replace_settings
 from db import ops
 from db.queries.questions import questions_for
 from db.queries.sessions import create_session
 from db.queries.users import upsert_user
 from db.tables import Answer, AuditLog, Evaluation
-from worker.config import Config, load_config, replace_settings
 
 API_KEY = "test-api-key-123"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}

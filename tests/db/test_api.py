@@ -10,8 +10,8 @@ from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient, TestServer
 
 from tests.db.helpers import API_KEY, AUTH, server_config, wait_ready
-from worker.server import build_app
-from worker.tokens import issue_token
+from worker.http.server import build_app
+from worker.service.tokens import issue_token
 
 
 @pytest.fixture
@@ -136,7 +136,7 @@ async def test_an_unexpected_fault_is_a_typed_500(client: TestClient, monkeypatc
     async def broken(*_args: object, **_kwargs: object) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("worker.api.get_by_code", broken)
+    monkeypatch.setattr("worker.http.api.get_by_code", broken)
     resp = await client.get("/v1/sessions/VIVA-ABCDEF", headers=AUTH)
     assert resp.status == 500
     assert (await resp.json())["error"]["code"] == "internal_error"

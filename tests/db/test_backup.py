@@ -8,10 +8,10 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
+from core.config import DatabaseConfig
 from db.engine import create_engine, sessionmaker
 from db.tables import Session
 from tests.db.helpers import make_viva
-from worker.config import DatabaseConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -15,12 +15,12 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from core.config import DatabaseConfig
 from db.setup import migrate_and_seed
 from tests.db.helpers import AUTH, server_config, wait_ready
 from tests.db.student import Student, clip_pcm, silence
 from worker import protocol as p
-from worker.config import DatabaseConfig
-from worker.server import build_app
+from worker.http.server import build_app
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),

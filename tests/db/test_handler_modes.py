@@ -29,7 +29,7 @@ from sqlalchemy import func, select
 from db.tables import Answer, Evaluation, Result, Session
 from tests.db.helpers import API_KEY, AUTH
 from tests.db.student import Student, clip_pcm, silence
-from worker.tokens import issue_token, verify_token
+from worker.service.tokens import issue_token, verify_token
 
 pytestmark = [pytest.mark.slow, pytest.mark.parametrize("empty_db_url", ["sqlite"], indirect=True)]
 ROOT = Path(__file__).resolve().parents[2]

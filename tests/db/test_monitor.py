@@ -17,10 +17,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from models.fakes import FakeTTS
 from tests.db.helpers import API_KEY, AUTH, server_config, wait_ready
 from tests.db.student import Student, clip_pcm, silence
-from worker import monitor
-from worker.monitor import STREAMS
-from worker.server import build_app
-from worker.warmup import MODELS
+from worker.http import monitor
+from worker.http.context import CONTEXT
+from worker.http.monitor import STREAMS
+from worker.http.server import build_app
 
 pytestmark = [pytest.mark.slow, pytest.mark.parametrize("empty_db_url", ["sqlite"], indirect=True)]
 STREAM = "/v1/monitor/stream"
@@ -31,7 +31,7 @@ async def client(db_url: str, tmp_path) -> AsyncIterator[TestClient]:  # type: i
     cfg = server_config(db_url, str(tmp_path / "journal"))
     async with TestClient(TestServer(build_app(cfg))) as client:
         await wait_ready(client)
-        tts = client.server.app[MODELS].hub.tts
+        tts = client.server.app[CONTEXT].models.hub.tts
         assert isinstance(tts, FakeTTS)
         tts.chars_per_s = 120  # questions take ~0.6 s to say instead of ~5 s
         yield client

@@ -7,7 +7,10 @@ import re
 import pytest
 from sqlalchemy import func, select
 
-from db.live_settings import LIVE_SETTINGS, apply_live_settings
+from core.config import ConfigError, load_config
+from core.live_settings import LIVE_SETTINGS
+from core.vocabulary import COLLEGE_TYPES
+from db.live_settings import apply_live_settings
 from db.queries import configuration as conf
 from db.queries.audit import log_action, logs_for_session
 from db.queries.questions import questions_for, scenarios
@@ -21,9 +24,8 @@ from db.queries.sessions import (
 )
 from db.queries.users import get_user, upsert_user
 from db.seed import seed
-from db.tables import COLLEGE_TYPES, Answer, Configuration, Evaluation, QuestionBank, User
+from db.tables import Answer, Configuration, Evaluation, QuestionBank, User
 from tests.db.helpers import answer_and_evaluation, make_viva
-from worker.config import ConfigError, load_config
 
 
 async def test_seed_covers_every_college_and_is_idempotent(db_session) -> None:  # type: ignore[no-untyped-def]

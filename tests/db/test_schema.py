@@ -10,11 +10,11 @@ from alembic.migration import MigrationContext
 from sqlalchemy import delete, inspect, select
 from sqlalchemy.exc import IntegrityError
 
+from core.config import DatabaseConfig
 from db.engine import DatabaseNotMigrated, create_engine, ensure_migrated
 from db.migrate import downgrade, upgrade
 from db.tables import Answer, AuditLog, Base, Evaluation, QuestionBank, Result, Session
 from tests.db.helpers import answer_and_evaluation, make_viva
-from worker.config import DatabaseConfig
 
 TABLES = {
     "users",

@@ -23,10 +23,8 @@ from db.tables import Answer, Evaluation, Result, Session
 from models.fakes import FakeTTS
 from tests.db.helpers import server_config
 from tests.db.student import CLIPS, Student, clip_pcm, silence
-from worker.api import DATABASE
-from worker.runtime import Runtime
-from worker.serverless import Handler, make_handler
-from worker.warmup import MODELS
+from worker.runpod.runtime import Runtime
+from worker.runpod.serverless import Handler, make_handler
 
 pytestmark = [pytest.mark.slow, pytest.mark.parametrize("empty_db_url", ["sqlite"], indirect=True)]
 LAW = {"student_id": "s-1", "college_type": "law", "scenario_id": "law_of_contract"}
@@ -43,8 +41,8 @@ def runtime(db_url: str, tmp_path: Path) -> Iterator[Runtime]:
     cfg = server_config(db_url, str(tmp_path / "journal"), **{"server.port": free_port()})
     rt = Runtime(cfg, {})
     rt.start(60)
-    assert rt.app is not None
-    tts = rt.app[MODELS].hub.tts  # type: ignore[union-attr]
+    assert rt.context is not None
+    tts = rt.context.models.hub.tts  # type: ignore[union-attr]
     assert isinstance(tts, FakeTTS)
     tts.chars_per_s = 120  # ~0.6 s per question instead of ~5 s of paced audio
     try:
@@ -211,8 +209,8 @@ async def test_cancelled_session_job_leaves_nothing_open(
     job.cancel()  # what RunPod's stop signal does to a running job
     with pytest.raises(asyncio.CancelledError):
         await job
-    assert runtime.app is not None
-    await runtime.call(runtime.app[DATABASE].writer.flush)
+    assert runtime.context is not None
+    await runtime.call(runtime.context.db().writer.flush)
     async with db_session() as db:
         sess = (await db.execute(select(Session).filter_by(session_code=opened["code"]))).one()[0]
         assert sess.status == "terminated"

@@ -24,12 +24,11 @@ from db.tables import Answer, AuditLog, Result, Session
 from models.fakes import FakeASR, FakeTTS
 from tests.db.helpers import API_KEY, AUTH, server_config, wait_ready
 from tests.db.student import Student, clip_pcm, silence, tone
-from worker import warmup
-from worker.api import DATABASE, LIVE
+from worker.http.context import CONTEXT
+from worker.http.server import build_app
 from worker.metrics import SLOW_CONSUMERS
-from worker.server import build_app
-from worker.tokens import issue_token
-from worker.warmup import MODELS
+from worker.service import warmup
+from worker.service.tokens import issue_token
 
 pytestmark = [pytest.mark.slow, pytest.mark.parametrize("empty_db_url", ["sqlite"], indirect=True)]
 Open = Callable[..., Awaitable[tuple[TestClient, dict[str, Any]]]]
@@ -53,7 +52,7 @@ async def worker(db_url: str, tmp_path, db_session) -> AsyncIterator[Open]:  # t
         clients.append(client)
         await wait_ready(client)
         if fast_tts:  # ~0.6 s per question instead of ~5 s: the tests talk over it sooner
-            tts = client.server.app[MODELS].hub.tts
+            tts = client.server.app[CONTEXT].models.hub.tts
             assert isinstance(tts, FakeTTS)
             tts.chars_per_s = 120
         body = {"student_id": "s1", "college_type": "law", "scenario_id": "law_of_contract"}
@@ -131,7 +130,7 @@ async def _metrics(client: TestClient) -> dict[str, float]:
 
 async def test_interruption_without_words_repeats_what_was_cut(worker: Open) -> None:
     client, created = await worker(fast_tts=False)
-    asr = client.server.app[MODELS].hub.asr
+    asr = client.server.app[CONTEXT].models.hub.asr
     assert isinstance(asr, FakeASR)
     asr.transcript = ""  # a cough, a door: speech to the VAD, no words to the ASR
     student = await connect(client, created)
@@ -169,7 +168,7 @@ async def test_reconnect_within_grace_resumes_the_question(worker: Open, db_sess
     await student.until("response.created", kind="followup")
     await student.stop()  # the connection drops mid-exam
     await asyncio.sleep(0.3)
-    assert created["session_code"] in client.server.app[LIVE]  # waiting for the student
+    assert created["session_code"] in client.server.app[CONTEXT].live  # waiting for the student
     back = await connect(client, created)
     hello = await back.until("session.created")
     assert hello["resumed"] is True
@@ -307,7 +306,7 @@ async def test_models_start_loading_once_the_database_is_open(
     database_open_at_load: list[bool] = []
 
     async def spy(cfg: Any) -> Any:
-        database_open_at_load.append(DATABASE in app)
+        database_open_at_load.append(app[CONTEXT].database is not None)
         return await real(cfg)
 
     real = warmup.load_hub
@@ -345,7 +344,7 @@ async def test_silence_between_answers_is_not_hoarded(worker: Open) -> None:
     await student.send(silence(12.0), realtime=False)  # 375 chunks of silence
     await student.event({"type": "ping", "event_id": "p"})
     await student.until("pong")
-    session = client.server.app[LIVE].get(created["session_code"])
+    session = client.server.app[CONTEXT].live.get(created["session_code"])
     assert session is not None and session._conversation is not None
     assert len(session._conversation.listener._chunks) <= 64
     await student.send(clip_pcm() + silence(1.0), realtime=False)  # and answers still work

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from db.tables import Answer, Evaluation, Result
 from tests.db.helpers import AUTH, server_config, wait_ready
 from tests.db.student import clip_pcm, silence
-from worker.server import build_app
+from worker.http.server import build_app
 
 FRAME = 640  # 20 ms of 16 kHz PCM16
 

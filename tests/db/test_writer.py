@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from core.config import WriterConfig
 from db import ops
 from db.journal import Journal
 from db.ops import encode
 from db.tables import Answer, Evaluation, Result, Session
 from db.writer import Writer, WriterClosed
 from tests.db.helpers import TABLE_MODELS, Viva, answer_and_evaluation, count_ids, make_viva
-from worker.config import WriterConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 PG_VERSION = sorted(os.listdir("/etc/postgresql"))[-1] if os.path.isdir("/etc/postgresql") else ""
@@ -254,9 +254,9 @@ def _pg_ensure_up() -> None:
 @pytest.mark.postgres
 @pytest.mark.slow
 async def test_postgres_stopped_mid_stream(pg_database, writer_config) -> None:  # type: ignore[no-untyped-def]
+    from core.config import DatabaseConfig
     from db.engine import create_engine, sessionmaker
     from db.setup import migrate_and_seed
-    from worker.config import DatabaseConfig
 
     cfg = DatabaseConfig(url=pg_database, connect_attempts=1)
     await migrate_and_seed(cfg)

@@ -11,10 +11,10 @@ import asyncio
 import json
 import sys
 
+from core.config import DatabaseConfig, WriterConfig
 from db.engine import create_engine
 from db.writer import Writer
 from tests.db.helpers import Viva, answer_and_evaluation
-from worker.config import DatabaseConfig, WriterConfig
 
 
 async def main(url: str, journal_dir: str, viva_json: str, n: int) -> None:

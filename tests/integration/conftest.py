@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import pytest_asyncio
 
+from core.config import load_config
 from models.hub import Hub, load_hub
-from worker.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIPS = ROOT / "tests" / "data" / "clips"

@@ -35,7 +35,7 @@ from tests.db.helpers import API_KEY, AUTH
 from tests.db.student import Student, clip_pcm, silence
 from tests.integration.conftest import CLIPS, ROOT, clips
 from tests.integration.wer import wer
-from worker.tokens import issue_token
+from worker.service.tokens import issue_token
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 CLIP = {c["file"]: c for c in clips()}

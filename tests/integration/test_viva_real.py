@@ -17,6 +17,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import select
 
+from core.config import DatabaseConfig, load_config, replace_settings
 from db.engine import create_engine, sessionmaker
 from db.setup import migrate_and_seed
 from db.tables import Answer, Evaluation, Result, Session
@@ -25,8 +26,7 @@ from tests.db.helpers import API_KEY, AUTH
 from tests.db.student import FRAME, Student, clip_pcm, silence
 from tests.integration.conftest import ROOT, clips
 from tests.integration.wer import wer
-from worker.config import DatabaseConfig, load_config, replace_settings
-from worker.server import build_app
+from worker.http.server import build_app
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ANSWERS = [c for c in clips() if c["duration_s"] > 4]  # above the 3 s minimum answer

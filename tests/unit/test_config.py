@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from db.live_settings import LIVE_SETTINGS, apply_settings
-from worker.config import ConfigError, load_config, replace_settings
+from core.config import ConfigError, load_config, replace_settings
+from core.live_settings import LIVE_SETTINGS, apply_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -22,7 +22,7 @@ from types import ModuleType
 
 import pytest
 
-from worker.config import load_config
+from core.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile.gpu"

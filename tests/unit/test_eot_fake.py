@@ -7,10 +7,10 @@ import time
 import numpy as np
 import pytest
 
+from core.config import load_config
 from models.base import InvalidAudio
 from models.fakes import FakeEOT
 from models.hub import load_hub
-from worker.config import load_config
 
 AUDIO = np.zeros(1600, dtype=np.float32)
 

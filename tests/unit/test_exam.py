@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker.config import ExamConfig
+from core.config import ExamConfig
 from worker.exam import (
     ACKNOWLEDGEMENTS,
     CLOSING,

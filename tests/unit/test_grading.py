@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker.grading import ScoredAnswer, feedback_type, grade_for, passed, session_totals
+from core.grading import ScoredAnswer, feedback_type, grade_for, passed, session_totals
 
 
 @pytest.mark.parametrize(

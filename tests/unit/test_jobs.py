@@ -10,22 +10,19 @@ from typing import Any
 import numpy as np
 import pytest
 
-from worker.config import ExamConfig, ServerConfig
+from core.config import ExamConfig, ServerConfig
 from worker.exam import ACKNOWLEDGEMENTS, MOVE_ON, Question
-from worker.jobs import (
-    MAX_AUDIO_B64_CHARS,
-    MAX_AUDIO_BYTES,
+from worker.runpod.audio import MAX_AUDIO_B64_CHARS, MAX_AUDIO_BYTES, decode_audio, wav_bytes
+from worker.runpod.jobs import (
     EvaluateJob,
     HealthJob,
     JobError,
     SessionJob,
     VivaJob,
-    decode_audio,
     examiner_reply,
     parse_job,
-    wav_bytes,
 )
-from worker.opening import public_ws_base
+from worker.service.urls import public_ws_base
 
 
 def _wav(samples: np.ndarray, rate: int = 16000, channels: int = 1, width: int = 2) -> bytes:

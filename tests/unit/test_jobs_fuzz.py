@@ -9,7 +9,8 @@ import typing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worker.jobs import Job, JobError, decode_audio, parse_job
+from worker.runpod.audio import decode_audio
+from worker.runpod.jobs import Job, JobError, parse_job
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30),

@@ -12,7 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
 from models.fakes import FakeTTS
-from worker.server import AccessLogger
+from worker.http.server import AccessLogger
 from worker.speaker import PromptCache
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker.tokens import TokenError, issue_token, verify_token
+from worker.service.tokens import TokenError, issue_token, verify_token
 
 
 def test_token_lifecycle() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker.config import TurnConfig
+from core.config import TurnConfig
 from worker.turn_policy import (
     FixedSilence,
     PauseSignals,

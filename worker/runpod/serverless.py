@@ -30,9 +30,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from worker.config import Config
-from worker.jobs import JobError
-from worker.runtime import DRAIN_S, Runtime, StartFailed
+from core.config import Config
+from worker.http.server import DRAIN_S
+from worker.runpod.jobs import JobError
+from worker.runpod.runtime import Runtime, StartFailed
 
 log = logging.getLogger(__name__)
 DEFAULT_WARMUP_TIMEOUT_S = 900.0  # RUNPOD_INIT_TIMEOUT, when set, replaces it

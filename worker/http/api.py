@@ -2,31 +2,28 @@
 without a key, the catalog of scenarios and guest practice sessions when the config allows them.
 
 Everything here is outside the voice path, so it uses the query layer directly (session creation
-is shared with the RunPod jobs in `worker.opening`); errors are typed JSON bodies
+is shared with the RunPod jobs in `worker.service.opening`); errors are typed JSON bodies
 `{"error": {"code", "message"}}`.
 """
 
 from __future__ import annotations
 
 import hmac
-import os
 import secrets
-from typing import Any, Literal, TypeVar
+from typing import TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from core.errors import CodedError
+from core.vocabulary import SESSION_STATUSES, CollegeType, ErrorCode
 from db.queries.questions import scenarios
 from db.queries.sessions import get_by_code, list_sessions
-from db.tables import Session
-from worker.config import CollegeType, Config
-from worker.live import LiveSessions
-from worker.opening import CreateSession, OpenRefused, open_session, public_ws_base, stream_url
-from worker.resources import Database
+from worker.http.context import context
+from worker.service.opening import CreateSession, open_session
+from worker.service.records import session_json
+from worker.service.urls import request_ws_base, stream_url
 
-CONFIG = web.AppKey("config", Config)
-DATABASE = web.AppKey("database", Database)
-LIVE = web.AppKey("live_sessions", LiveSessions)
 RETRY_AFTER_S = 2  # what a client told the database is unreachable should wait
 UNREACHABLE = "the database is unreachable; retry shortly"
 _M = TypeVar("_M", bound=BaseModel)
@@ -39,7 +36,7 @@ class CreatePractice(BaseModel):
     scenario_id: str = Field(min_length=1, max_length=64)
 
 
-def error(status: int, code: str, message: str) -> web.Response:
+def error(status: int, code: ErrorCode, message: str) -> web.Response:
     return web.json_response({"error": {"code": code, "message": message}}, status=status)
 
 
@@ -53,7 +50,7 @@ def unavailable() -> web.Response:
 def require_api_key(request: web.Request, query: bool = False) -> web.Response | None:
     """None when the request carries the API key, else the 401 to answer. `query`: also take
     it from `?key=` (for EventSource, which cannot set headers)."""
-    key = request.app[CONFIG].server.api_key
+    key = context(request).config.server.api_key
     given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
     given = given or request.headers.get("X-API-Key", "")
     if query:
@@ -64,10 +61,7 @@ def require_api_key(request: web.Request, query: bool = False) -> web.Response |
 
 
 def ws_url(request: web.Request, code: str, token: str) -> str:
-    base = public_ws_base(request.app[CONFIG].server, os.environ)
-    if base is None:
-        scheme = "wss" if request.secure else "ws"
-        base = f"{scheme}://{request.host}"
+    base = context(request).public_ws_base or request_ws_base(request.secure, request.host)
     return stream_url(base, code, token)
 
 
@@ -89,7 +83,7 @@ async def create(request: web.Request) -> web.Response:
 
 async def practice(request: web.Request) -> web.Response:
     """A guest viva started from the student page (config `server.practice_sessions`)."""
-    if not request.app[CONFIG].server.practice_sessions:
+    if not context(request).config.server.practice_sessions:
         return error(403, "practice_disabled", "practice sessions are off on this worker")
     body = await _body(request, CreatePractice)
     if isinstance(body, web.Response):
@@ -105,30 +99,32 @@ async def practice(request: web.Request) -> web.Response:
 
 async def catalog(request: web.Request) -> web.Response:
     """College types and their scenarios, for the student page's practice form."""
-    async with request.app[DATABASE].sessions() as db:
+    ctx = context(request)
+    async with ctx.db().sessions() as db:
         rows = await scenarios(db)
     by_type: dict[str, list[dict[str, str]]] = {}
     for college, scenario_id, name in rows:
         by_type.setdefault(college, []).append({"id": scenario_id, "name": name})
     return web.json_response(
         {
-            "practice": request.app[CONFIG].server.practice_sessions,
+            "practice": ctx.config.server.practice_sessions,
             "college_types": [{"id": c, "scenarios": s} for c, s in by_type.items()],
         }
     )
 
 
 async def _open(request: web.Request, body: CreateSession) -> web.Response:
+    ctx = context(request)
     try:
         opened = await open_session(
-            request.app[CONFIG],
-            request.app[DATABASE],
-            request.app[LIVE],
+            ctx.config,
+            ctx.db(),
+            ctx.live,
             body,
             ip_address=request.remote,
             user_agent=request.headers.get("User-Agent"),
         )
-    except OpenRefused as exc:
+    except CodedError as exc:  # a refusal (unknown scenario, full, unhealthy): typed, with status
         return error(exc.status, exc.code, exc.message)
     return web.json_response(
         {
@@ -142,62 +138,11 @@ async def _open(request: web.Request, body: CreateSession) -> web.Response:
     )
 
 
-def session_json(sess: Session, full: bool) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "session_code": sess.session_code,
-        # Loaded eagerly by both queries that feed this (no lazy loads under asyncio).
-        "student": (sess.user.full_name or sess.user.username) if "user" in sess.__dict__ else None,
-        "status": sess.status,
-        "college_type": sess.college_type,
-        "scenario_id": sess.scenario_id,
-        "current_question": sess.current_question,
-        "questions_answered": sess.questions_answered,
-        "total_questions": sess.total_questions,
-        "avg_latency_ms": sess.avg_latency_ms,
-        "max_latency_ms": sess.max_latency_ms,
-        "start_time": sess.start_time.isoformat() if sess.start_time else None,
-        "end_time": sess.end_time.isoformat() if sess.end_time else None,
-    }
-    if full:
-        out["answers"] = [
-            {
-                "question_number": a.question_number,
-                "transcript": a.transcribed_text,
-                "confidence": a.confidence_score,
-                "audio_duration_seconds": a.audio_duration_seconds,
-                "evaluation": None
-                if a.evaluation is None
-                else {
-                    "score": a.evaluation.score_obtained,
-                    "max_score": a.evaluation.max_score,
-                    "feedback_type": a.evaluation.feedback_type,
-                    "feedback": a.evaluation.feedback,
-                    "latency_ms": a.evaluation.latency_ms,
-                },
-            }
-            for a in sess.answers
-        ]
-        r = sess.result
-        out["result"] = (
-            None
-            if r is None
-            else {
-                "total_score": r.total_score,
-                "max_score": r.max_score,
-                "percentage": r.percentage_correct,
-                "grade": r.grade,
-                "passed": r.pass_status,
-                "details": r.result_json,
-            }
-        )
-    return out
-
-
 async def get_one(request: web.Request) -> web.Response:
     if (denied := require_api_key(request)) is not None:
         return denied
     code = request.match_info["code"]
-    async with request.app[DATABASE].sessions() as db:
+    async with context(request).db().sessions() as db:
         sess = await get_by_code(db, code, full=True)
         if sess is None:
             return error(404, "not_found", f"no session {code}")
@@ -208,15 +153,10 @@ async def list_live(request: web.Request) -> web.Response:
     if (denied := require_api_key(request)) is not None:
         return denied
     status = request.query.get("status", "in_progress")
-    allowed: tuple[Literal["pending", "in_progress", "completed", "terminated"], ...] = (
-        "pending",
-        "in_progress",
-        "completed",
-        "terminated",
-    )
-    if status not in allowed:
-        return error(400, "invalid_request", f"status must be one of {', '.join(allowed)}")
-    async with request.app[DATABASE].sessions() as db:
+    if status not in SESSION_STATUSES:
+        allowed = ", ".join(SESSION_STATUSES)
+        return error(400, "invalid_request", f"status must be one of {allowed}")
+    async with context(request).db().sessions() as db:
         rows = await list_sessions(db, status)
         return web.json_response({"sessions": [session_json(s, full=False) for s in rows]})
 

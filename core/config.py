@@ -2,7 +2,8 @@
 
 `load_config(path, env)` reads config.yaml, merges the selected profile over the base settings,
 applies environment overrides and validates everything once. Live settings from the database's
-`configuration` table are applied later with `db.live_settings.apply_live_settings`.
+`configuration` table are applied later (`core.live_settings` maps their keys; the worker reads
+the rows once at start-up, `db.live_settings.apply_live_settings`).
 Override order: config.yaml < profile < environment < configuration table.
 """
 
@@ -25,15 +26,6 @@ from pydantic import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-CollegeType = Literal["medical", "law", "aviation", "automobile", "engineering", "management"]
-COLLEGE_TYPES: tuple[str, ...] = (
-    "medical",
-    "law",
-    "aviation",
-    "automobile",
-    "engineering",
-    "management",
-)
 ENV_PREFIX = "VIVA__"
 PROFILES = ("cpu", "gpu", "fake")
 

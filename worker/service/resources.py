@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
+from core.config import Config
 from db.engine import (
     DatabaseUnavailable,
     create_engine,
@@ -25,21 +26,23 @@ from db.engine import (
 from db.ids import set_node_id
 from db.live_settings import apply_live_settings
 from db.writer import Writer
-from worker.config import Config
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Database:
-    config: Config  # with live settings applied
     engine: AsyncEngine
     sessions: async_sessionmaker[Any]
     writer: Writer
 
 
 @asynccontextmanager
-async def open_database(config: Config, drain_timeout_s: float = 30.0) -> AsyncIterator[Database]:
+async def open_database(
+    config: Config, drain_timeout_s: float = 30.0
+) -> AsyncIterator[tuple[Database, Config]]:
+    """The open database and `config` with the live settings applied (`config` itself when the
+    database is unreachable and `database.on_unreachable` is `continue`)."""
     set_node_id(config.server.node_id)
     engine = create_engine(config.database)
     try:
@@ -59,7 +62,7 @@ async def open_database(config: Config, drain_timeout_s: float = 30.0) -> AsyncI
         if report.corrupt:
             log.error("journal damage found at start-up: %s", "; ".join(report.corrupt))
         try:
-            yield Database(config, engine, sessionmaker(engine), writer)
+            yield Database(engine, sessionmaker(engine), writer), config
         finally:
             if not await writer.close(drain_timeout_s=drain_timeout_s):
                 log.error("writer not drained at shutdown; the journal keeps the rest for replay")

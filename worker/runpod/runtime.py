@@ -7,7 +7,8 @@ before that. So `Runtime` runs a dedicated thread with its own loop, serving the
 application there; the SDK's handler reaches it through `call` and `stream`, which hand work
 to that loop and results back.
 
-`serve()` is the plain HTTP/WebSocket server (`--serve`, or RunPod's `PORT`) on the main loop.
+The plain HTTP/WebSocket server (`--serve`, or RunPod's `PORT`) on the main loop is
+`worker.http.server.serve`.
 
 Shutdown, both ways: live sessions end with a final event (`on_shutdown`), the writer drains
 and the engine is disposed (`cleanup_ctx`), all within `server.shutdown_timeout_seconds` plus
@@ -20,7 +21,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
-import signal
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
@@ -28,16 +28,15 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from worker.api import LIVE
-from worker.config import Config
-from worker.job_runner import JobRunner
-from worker.opening import public_ws_base
-from worker.server import AccessLogger, build_app
-from worker.warmup import MODELS
+from core.config import Config
+from worker.http.context import CONTEXT
+from worker.http.server import DRAIN_S, AccessLogger, build_app
+from worker.runpod.runner import JobRunner
+from worker.service.context import WorkerContext
+from worker.service.urls import local_ws_base, public_ws_base
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-DRAIN_S = 5.0  # after the sessions' bound: the writer's last batch and the engine's disposal
 STREAM_BUFFER = 8  # job items handed over but not yet taken by the SDK; then the job waits
 
 
@@ -50,21 +49,16 @@ class StartFailed(RuntimeError):
     """The worker could not start: the message says why (and what to run, where it can)."""
 
 
-def local_ws_base(config: Config) -> str:
-    host = config.server.host
-    if host in ("0.0.0.0", "::", ""):
-        host = "127.0.0.1"
-    return f"ws://{host}:{config.server.port}"
-
-
 class Runtime:
     """The worker's loop in its own thread: the aiohttp app on `server.host:port`, the jobs."""
 
     def __init__(self, config: Config, env: Mapping[str, str]):
-        self.config = config
-        self.ws_base = public_ws_base(config.server, env) or local_ws_base(config)
+        self._config = config  # until the application's context holds the one config
+        self._env = env
+        self.ws_base = public_ws_base(config.server, env) or local_ws_base(config.server)
         self.loop = asyncio.new_event_loop()
         self.app: web.Application | None = None
+        self.context: WorkerContext | None = None
         self.jobs: JobRunner | None = None
         self.shutdown_deadline: float | None = None  # monotonic; set by begin_shutdown
         self._runner: web.AppRunner | None = None
@@ -74,6 +68,11 @@ class Runtime:
         self._stopped = threading.Event()
         self._clean = True
         self._abandoned = False
+
+    @property
+    def config(self) -> Config:
+        """The worker's config: the context's (live settings applied) once the app exists."""
+        return self.context.config if self.context is not None else self._config
 
     def _run_loop(self) -> None:
         asyncio.set_event_loop(self.loop)
@@ -113,7 +112,8 @@ class Runtime:
 
     async def _serve(self) -> None:
         cfg = self.config.server
-        self.app = app = build_app(self.config)
+        self.app = app = build_app(self.config, env=self._env)
+        self.context = ctx = app[CONTEXT]
         self._runner = web.AppRunner(
             app,
             handle_signals=False,
@@ -126,11 +126,11 @@ class Runtime:
         except OSError as exc:
             raise StartFailed(f"cannot listen on {cfg.host}:{cfg.port}: {exc}") from None
         log.info("WebSocket server on %s:%d; students get %s", cfg.host, cfg.port, self.ws_base)
-        while not app[MODELS].ready:
-            if app[MODELS].error is not None:
-                raise StartFailed(f"models failed to load: {app[MODELS].error}")
+        while not ctx.models.ready:
+            if ctx.models.error is not None:
+                raise StartFailed(f"models failed to load: {ctx.models.error}")
             await asyncio.sleep(0.1)
-        self.jobs = JobRunner(app, self.ws_base)
+        self.jobs = JobRunner(ctx, self.ws_base)
 
     # --- bridge: from the SDK's loop to this one ---------------------------------------------
 
@@ -197,13 +197,13 @@ class Runtime:
         """Stop taking sessions and end the live ones (final events, results written), without
         waiting. Thread-safe and idempotent: signal handlers call it."""
         with self._lock:
-            if self.shutdown_deadline is not None or self._stopping or self.app is None:
+            if self.shutdown_deadline is not None or self._stopping or self.context is None:
                 return
             timeout = self.config.server.shutdown_timeout_seconds
             self.shutdown_deadline = time.monotonic() + timeout
-            app = self.app
+            live = self.context.live
         log.info("shutting down: ending live sessions (at most %.0f s)", timeout)
-        asyncio.run_coroutine_threadsafe(app[LIVE].shutdown(timeout), self.loop)
+        asyncio.run_coroutine_threadsafe(live.shutdown(timeout), self.loop)
 
     def stop(self) -> bool:
         """Blocking and idempotent: end sessions, close models, drain the writer, dispose the
@@ -247,46 +247,3 @@ class Runtime:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10 if clean else 1)  # a blocked loop will not stop by waiting
         return clean and not self._thread.is_alive()
-
-
-# --- the plain server ----------------------------------------------------------------------------
-
-
-async def serve(config: Config, health_port: int | None = None) -> str | None:
-    """Serve HTTP/WebSocket on `server.port` (and `/ping` with the rest on `health_port` when
-    it differs) until SIGTERM/SIGINT; None after a clean stop, else why the worker failed."""
-    cfg = config.server
-    app = build_app(config)
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    failure: list[str] = []
-
-    def warmup_failed(reason: str) -> None:
-        failure.append(f"models failed to load: {reason}")
-        stop.set()
-
-    app[MODELS].on_failure = warmup_failed
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    runner = web.AppRunner(
-        app,
-        handle_signals=False,
-        shutdown_timeout=cfg.shutdown_timeout_seconds,
-        access_log_class=AccessLogger,
-    )
-    try:
-        await runner.setup()
-        ports = [cfg.port] + ([health_port] if health_port and health_port != cfg.port else [])
-        for port in ports:
-            await web.TCPSite(runner, cfg.host, port).start()
-        log.info("serving on %s, port(s) %s", cfg.host, ", ".join(map(str, ports)))
-        await stop.wait()
-        log.info("shutting down: ending live sessions, draining the writer")
-    finally:
-        try:
-            await asyncio.wait_for(runner.cleanup(), cfg.shutdown_timeout_seconds + DRAIN_S)
-        except TimeoutError:
-            log.error("shutdown not finished in time; the journal keeps what was accepted")
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
-    return failure[0] if failure else None

@@ -14,17 +14,17 @@ from aiohttp import web
 
 from db import ops
 from db.engine import is_unreachable
-from db.queries.questions import questions_for
 from db.queries.sessions import get_by_code
 from db.tables import User
 from worker import protocol as p
-from worker.api import CONFIG, DATABASE, LIVE, UNREACHABLE
-from worker.evaluators import Question
-from worker.live import Refused
+from worker.http.api import UNREACHABLE
+from worker.http.context import context
 from worker.metrics import WS_ERRORS
+from worker.service.context import WorkerContext
+from worker.service.live import Refused
+from worker.service.records import exam_questions
+from worker.service.tokens import TokenError, verify_token
 from worker.session import SessionRecord, VivaSession
-from worker.tokens import TokenError, verify_token
-from worker.warmup import MODELS
 
 log = logging.getLogger(__name__)
 
@@ -33,15 +33,14 @@ async def _refuse(
     ws: web.WebSocketResponse, code: p.ErrorCode, message: str
 ) -> web.WebSocketResponse:
     WS_ERRORS.labels(code).inc()
-    await ws.send_str(p.dump(p.ErrorEvent(code=code, message=message)))
-    await ws.close(code=p.CLOSE_CODE_FOR[code])
+    await p.refuse(ws, code, message)
     return ws
 
 
-async def _new_session(request: web.Request, code: str) -> VivaSession:
+async def _new_session(ctx: WorkerContext, code: str) -> VivaSession:
     """The live session for a stored one (raises Refused when it cannot be run)."""
     try:
-        return await _load_session(request, code)
+        return await _load_session(ctx, code)
     except Exception as exc:
         if not is_unreachable(exc):
             raise
@@ -49,52 +48,36 @@ async def _new_session(request: web.Request, code: str) -> VivaSession:
         raise Refused("database_unavailable", UNREACHABLE) from exc
 
 
-async def _load_session(request: web.Request, code: str) -> VivaSession:
-    app = request.app
-    cfg = app[CONFIG]
-    async with app[DATABASE].sessions() as db:
+async def _load_session(ctx: WorkerContext, code: str) -> VivaSession:
+    cfg, database = ctx.config, ctx.db()
+    async with database.sessions() as db:
         sess = await get_by_code(db, code)
         if sess is None:
             raise Refused("session_not_found", f"no session {code}")
         if sess.status in ("completed", "terminated"):
             raise Refused("session_closed", f"session {code} is {sess.status}")
-        rows = (await questions_for(db, sess.college_type, sess.scenario_id))[
-            : sess.total_questions
-        ]
+        asked = await exam_questions(db, sess.college_type, sess.scenario_id, cfg.exam.max_score)
         user = await db.get(User, sess.user_id)
-    questions = tuple(
-        Question(
-            q.id,
-            q.question_number,
-            q.question_text,
-            tuple(q.expected_keywords or ()),
-            q.answer_guidelines or "",
-            cfg.exam.max_score,
-        )
-        for q in rows
-    )
+    questions = tuple(asked[: sess.total_questions])
     student = (user.full_name or user.username) if user is not None else ""
     record = SessionRecord(
         sess.id, sess.session_code, sess.user_id, questions, student, sess.college_type
     )
-    models = app[MODELS]
+    models = ctx.models
     assert models.hub is not None and models.prompts is not None  # checked before
-    database = app[DATABASE]
-    return VivaSession(record, models.hub, database.writer, database.config, models.prompts)
+    return VivaSession(record, models.hub, database.writer, cfg, models.prompts)
 
 
 def _reject_token(request: web.Request, code: str, reason: str) -> None:
     """Audit a refused token (through the writer: no database call on this path)."""
-    request.app[DATABASE].writer.enqueue(
-        ops.upsert(
-            "audit_logs",
-            action="token.rejected",
-            resource_type="session",
-            resource_id=code[:64],
+    context(request).db().writer.enqueue(
+        ops.audit(
+            "token.rejected",
+            code,
             status="failure",
             details={"reason": reason},
             ip_address=request.remote,
-            user_agent=(request.headers.get("User-Agent") or "")[:512] or None,
+            user_agent=request.headers.get("User-Agent"),
         )
     )
 
@@ -110,18 +93,18 @@ def _bound_send_buffer(request: web.Request, size: int) -> None:
 async def stream(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(max_msg_size=p.MAX_WS_MESSAGE_BYTES, heartbeat=20)
     await ws.prepare(request)
-    app, code = request.app, request.match_info["code"].upper()
-    _bound_send_buffer(request, app[CONFIG].server.socket_send_buffer_bytes)
+    ctx, code = context(request), request.match_info["code"].upper()
+    _bound_send_buffer(request, ctx.config.server.socket_send_buffer_bytes)
     try:
-        verify_token(request.query.get("token", ""), code, app[CONFIG].server.api_key)
+        verify_token(request.query.get("token", ""), code, ctx.config.server.api_key)
     except TokenError as exc:
         _reject_token(request, code, str(exc))
         kind: p.ErrorCode = "token_expired" if "expired" in str(exc) else "unauthorized"
         return await _refuse(ws, kind, str(exc))
-    if not app[MODELS].ready:
+    if not ctx.models.ready:
         return await _refuse(ws, "at_capacity", "models are still warming up; retry shortly")
     try:
-        session = await app[LIVE].open(code, lambda: _new_session(request, code))
+        session = await ctx.live.open(code, lambda: _new_session(ctx, code))
     except Refused as exc:
         return await _refuse(ws, exc.code, exc.message)
     await session.serve(ws, request.transport)

@@ -14,7 +14,8 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from worker import protocol as p
+from core.errors import CodedError
+from core.vocabulary import WireErrorCode
 from worker.metrics import LIVE_SESSIONS
 
 if TYPE_CHECKING:
@@ -24,11 +25,13 @@ log = logging.getLogger(__name__)
 WATCH_QUEUE = 256  # a monitor that falls this far behind loses the oldest updates
 
 
-class Refused(Exception):
-    def __init__(self, code: p.ErrorCode, message: str):
-        super().__init__(message)
-        self.code: p.ErrorCode = code
-        self.message = message
+class Refused(CodedError):
+    """A session this process cannot run now; a WebSocket is told with `code` (one of the
+    protocol's codes), an HTTP request with `status` (503: try again, or another worker)."""
+
+    def __init__(self, code: WireErrorCode, message: str, status: int = 503):
+        super().__init__(code, message, status)
+        self.code: WireErrorCode = code
 
 
 class LiveSessions:

@@ -7,13 +7,15 @@ from dataclasses import dataclass
 from statistics import median
 from typing import Any
 
+from core.vocabulary import FeedbackType, Grade
+
 CORRECT_AT = 0.8
 PARTIAL_AT = 0.5
 PASS_AT = 50.0
-GRADE_FLOORS: tuple[tuple[float, str], ...] = ((80.0, "A"), (70.0, "B"), (60.0, "C"), (50.0, "D"))
+GRADE_FLOORS: tuple[tuple[float, Grade], ...] = ((80.0, "A"), (70.0, "B"), (60.0, "C"), (50.0, "D"))
 
 
-def feedback_type(score: float, max_score: float) -> str:
+def feedback_type(score: float, max_score: float) -> FeedbackType:
     """`correct` at >= 80% of max, `partial` at >= 50%, else `incorrect`."""
     if max_score <= 0:
         raise ValueError(f"max_score must be positive, got {max_score}")
@@ -25,7 +27,7 @@ def feedback_type(score: float, max_score: float) -> str:
     return "incorrect"
 
 
-def grade_for(percentage: float) -> str:
+def grade_for(percentage: float) -> Grade:
     for floor, grade in GRADE_FLOORS:
         if percentage >= floor:
             return grade

@@ -21,8 +21,9 @@ from typing import Any
 
 from aiohttp import web
 
-from worker.api import LIVE, error, require_api_key
-from worker.pages import CONTENT_TYPES, NO_CACHE, STATIC_DIR
+from worker.http.api import error, require_api_key
+from worker.http.context import context
+from worker.http.pages import CONTENT_TYPES, NO_CACHE, STATIC_DIR
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ async def page(_request: web.Request) -> web.FileResponse:
 async def stream(request: web.Request) -> web.StreamResponse:
     if (denied := require_api_key(request, query=True)) is not None:
         return denied
-    streams, live = request.app[STREAMS], request.app[LIVE]
+    streams, live = request.app[STREAMS], context(request).live
     if streams.closing:
         return error(503, "shutting_down", "this worker is shutting down")
     response = web.StreamResponse(headers=SSE_HEADERS)

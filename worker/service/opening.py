@@ -1,26 +1,28 @@
 """Creating a viva session, shared by `POST /v1/sessions` and the RunPod `viva` and `session`
-jobs, and the public address a student's WebSocket is handed.
+jobs.
 
 `open_session` checks the worker can take it, creates the student (or updates them) and a
 pending session with its code in one transaction, audits it, and issues the student token.
-Refusals are `OpenRefused` with the HTTP status and the typed error code the API answers with.
+Refusals are `core.errors.CodedError`s (`OpenRefused`, or the live sessions' `Refused` when the
+worker is full) with the HTTP status and the typed error code the API answers with.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.config import Config
+from core.errors import CodedError
+from core.vocabulary import CollegeType, RequestErrorCode
 from db.queries.audit import log_action
 from db.queries.questions import questions_for
 from db.queries.sessions import create_session
 from db.queries.users import upsert_user
-from worker.config import CollegeType, Config, ServerConfig
-from worker.live import LiveSessions, Refused
-from worker.resources import Database
-from worker.tokens import issue_token
+from worker.service.live import LiveSessions
+from worker.service.resources import Database
+from worker.service.tokens import issue_token
 
 STUDENT_ID_PATTERN = r"^[A-Za-z0-9_.@-]+$"
 
@@ -34,12 +36,9 @@ class CreateSession(BaseModel):
     scenario_id: str = Field(min_length=1, max_length=64)
 
 
-class OpenRefused(Exception):
-    def __init__(self, status: int, code: str, message: str):
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
+class OpenRefused(CodedError):
+    def __init__(self, status: int, code: RequestErrorCode, message: str):
+        super().__init__(code, message, status)
 
 
 @dataclass(frozen=True)
@@ -70,10 +69,7 @@ async def open_session(
             503, "unhealthy", "the worker's journal is over its limit; try another worker"
         )
     if live is not None:
-        try:
-            live.check_capacity()
-        except Refused as exc:
-            raise OpenRefused(503, exc.code, exc.message) from None
+        live.check_capacity()  # Refused, 503
     async with database.sessions() as db, db.begin():
         questions = await questions_for(db, body.college_type, body.scenario_id)
         if not questions:
@@ -102,21 +98,3 @@ async def open_session(
     ttl = cfg.server.student_token_ttl_seconds
     token = issue_token(sess.session_code, cfg.server.api_key, ttl)
     return Opened(sess.id, user.id, sess.session_code, token, ttl, total)
-
-
-def public_ws_base(server: ServerConfig, env: Mapping[str, str]) -> str | None:
-    """Where students reach this worker's WebSocket from outside, when that is known:
-    the configured `server.public_url` (https -> wss), else RunPod's public TCP mapping of
-    `server.port` (`RUNPOD_PUBLIC_IP` and `RUNPOD_TCP_PORT_<port>`). A configured URL wins
-    because it is the operator's explicit choice (typically TLS in front of the worker)."""
-    if server.public_url:
-        base = server.public_url.rstrip("/")
-        return base.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
-    ip, port = env.get("RUNPOD_PUBLIC_IP"), env.get(f"RUNPOD_TCP_PORT_{server.port}")
-    if ip and port:
-        return f"ws://{ip}:{port}"
-    return None
-
-
-def stream_url(base: str, code: str, token: str) -> str:
-    return f"{base}/v1/sessions/{code}/stream?token={token}"

@@ -13,18 +13,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from db import ops
+from core.config import ExamConfig
 from db.queries.sessions import get_by_code
-from db.tables import utcnow
-from worker.api import CONFIG, LIVE
-from worker.config import ExamConfig
-from worker.jobs import SessionJob
-from worker.opening import CreateSession, Opened, open_session, stream_url
-
-if TYPE_CHECKING:
-    from worker.job_runner import JobRunner
+from worker.runpod.jobs import SessionJob
+from worker.runpod.shared import JobServices
+from worker.service.opening import CreateSession, Opened, open_session
+from worker.service.urls import stream_url
 
 WATCH_TICK_S = 0.25  # how often a session job checks its deadline and the shutdown
 
@@ -42,17 +38,17 @@ def default_session_timeout(exam: ExamConfig) -> float:
 
 
 class SessionJobRun:
-    def __init__(self, jobs: JobRunner, job: SessionJob):
+    def __init__(self, jobs: JobServices, job: SessionJob):
         self.jobs = jobs
         self.job = job
 
     async def items(self) -> AsyncGenerator[dict[str, Any]]:
         job = self.job
         self.jobs.models()
-        live, cfg = self.jobs.app[LIVE], self.jobs.app[CONFIG]
+        live, cfg = self.jobs.ctx.live, self.jobs.config
         body = CreateSession.model_validate(job.model_dump(include=set(CreateSession.model_fields)))
         opened = await open_session(cfg, self.jobs.db, live, body, user_agent="runpod-job")
-        timeout = job.timeout_s or default_session_timeout(self.jobs.app[CONFIG].exam)
+        timeout = job.timeout_s or default_session_timeout(cfg.exam)
         state = _Followed()
         try:
             async with live.watch() as updates:  # before announcing: no update can be missed
@@ -92,7 +88,7 @@ class SessionJobRun:
     ) -> AsyncIterator[dict[str, Any]]:
         """The session's summaries as they change, until it is gone, or the job's time limit or
         the worker's shutdown ends it (`state` says which, and whether it ever went live)."""
-        live = self.jobs.app[LIVE]
+        live = self.jobs.ctx.live
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit_s
         last: dict[str, Any] | None = None
@@ -105,7 +101,7 @@ class SessionJobRun:
                 state.reason = "timed_out"
                 if session is not None:
                     session.stop("the session job's time limit passed")
-                deadline = loop.time() + self.jobs.app[CONFIG].server.shutdown_timeout_seconds
+                deadline = loop.time() + self.jobs.config.server.shutdown_timeout_seconds
             if state.reason is not None and (session is None or loop.time() >= deadline):
                 return  # nothing live (any more) to wait for
             try:
@@ -124,15 +120,8 @@ class SessionJobRun:
 
     def _terminate_ops(self, opened: Opened, reason: str) -> None:
         """A session that never went live ends terminated, with its (empty) result."""
-        writer = self.jobs.db.writer
-        ended = ops.session_update(opened.session_id, status="terminated", end_time=utcnow())
-        writer.enqueue(ended)
-        extra = {"end_reason": f"student never connected ({reason})", "via": "runpod_job"}
-        max_score = self.jobs.db.config.exam.max_score
-        writer.enqueue(
-            ops.compute_result(opened.session_id, opened.total_questions, max_score, extra)
-        )
-        self.jobs.audit("session.terminated", opened, reason=reason)
+        never = f"student never connected ({reason})"
+        self.jobs.end_session(opened, "terminated", opened.total_questions, never, reason)
 
     async def _terminate_unused(self, opened: Opened, reason: str) -> None:
         """The student never came: the session is terminated so it cannot be joined later,
@@ -143,13 +132,13 @@ class SessionJobRun:
             return
         self._terminate_ops(opened, reason)
         await self.jobs.flushed(opened.session_id)
-        late = self.jobs.app[LIVE].get(opened.code)
+        late = self.jobs.ctx.live.get(opened.code)
         if late is not None:
             late.stop(reason)
 
     def _abandon(self, opened: Opened, state: _Followed) -> None:
         """No awaiting here: this runs while the job is being cancelled or closed."""
-        session = self.jobs.app[LIVE].get(opened.code)
+        session = self.jobs.ctx.live.get(opened.code)
         if session is not None:
             session.stop("the session job was stopped")
         elif not state.went_live:

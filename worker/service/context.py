@@ -1,0 +1,59 @@
+"""The worker context: everything a running worker shares, in one object that the HTTP handlers
+and the RunPod jobs take.
+
+- `config`: the one configuration. It starts as config.yaml + profile + environment; when the
+  database opens, the `configuration` table's live settings are applied and the result replaces
+  it, so from then on every reader sees the live settings (nothing keeps the earlier copy).
+- `database`: engine, sessions and the write-behind writer; None until it opens.
+- `models`: the model hub and the prompt cache, loaded in the background (`worker.service.warmup`).
+- `live`: the sessions this process holds; `loop_lag`: the event-loop lag probe.
+- `public_ws_base`: where students reach this worker from outside, when that is known.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from core.config import Config
+from worker.metrics import LoopLag
+from worker.service.live import LiveSessions
+from worker.service.resources import Database, open_database
+from worker.service.urls import public_ws_base
+from worker.service.warmup import Models
+
+
+@dataclass
+class WorkerContext:
+    config: Config
+    live: LiveSessions
+    models: Models
+    loop_lag: LoopLag = field(default_factory=LoopLag)
+    database: Database | None = None
+    public_ws_base: str | None = None
+
+    @classmethod
+    def create(cls, config: Config, env: Mapping[str, str]) -> WorkerContext:
+        loop_lag = LoopLag()
+        return cls(
+            config=config,
+            live=LiveSessions(config.server.max_sessions),
+            # Loop lag is judged from readiness on: loading the models stalls the loop at start.
+            models=Models(on_ready=loop_lag.reset),
+            loop_lag=loop_lag,
+            public_ws_base=public_ws_base(config.server, env),
+        )
+
+    @asynccontextmanager
+    async def database_open(self) -> AsyncIterator[Database]:
+        """Open the database (live settings applied to `config` here), close it on the way out."""
+        async with open_database(self.config) as (database, config):
+            self.config, self.database = config, database
+            yield database
+
+    def db(self) -> Database:
+        """The open database; callers reach here only after start-up opened it."""
+        if self.database is None:
+            raise RuntimeError("the database is not open")
+        return self.database

@@ -1,0 +1,82 @@
+"""Stored rows as the worker uses them, each conversion written once: a question bank row as the
+exam's `Question`, and a stored session as the JSON the sessions API and the RunPod jobs return."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.queries.questions import questions_for
+from db.tables import QuestionBank, Session
+from worker.evaluators import Question
+
+
+def question_from_row(row: QuestionBank, max_score: int) -> Question:
+    return Question(
+        row.id,
+        row.question_number,
+        row.question_text,
+        tuple(row.expected_keywords or ()),
+        row.answer_guidelines or "",
+        max_score,
+    )
+
+
+async def exam_questions(
+    db: AsyncSession, college_type: str, scenario_id: str, max_score: int
+) -> list[Question]:
+    """The scenario's questions in order, as the exam asks them."""
+    rows = await questions_for(db, college_type, scenario_id)
+    return [question_from_row(row, max_score) for row in rows]
+
+
+def session_json(sess: Session, full: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "session_code": sess.session_code,
+        # Loaded eagerly by both queries that feed this (no lazy loads under asyncio).
+        "student": (sess.user.full_name or sess.user.username) if "user" in sess.__dict__ else None,
+        "status": sess.status,
+        "college_type": sess.college_type,
+        "scenario_id": sess.scenario_id,
+        "current_question": sess.current_question,
+        "questions_answered": sess.questions_answered,
+        "total_questions": sess.total_questions,
+        "avg_latency_ms": sess.avg_latency_ms,
+        "max_latency_ms": sess.max_latency_ms,
+        "start_time": sess.start_time.isoformat() if sess.start_time else None,
+        "end_time": sess.end_time.isoformat() if sess.end_time else None,
+    }
+    if full:
+        out["answers"] = [
+            {
+                "question_number": a.question_number,
+                "transcript": a.transcribed_text,
+                "confidence": a.confidence_score,
+                "audio_duration_seconds": a.audio_duration_seconds,
+                "evaluation": None
+                if a.evaluation is None
+                else {
+                    "score": a.evaluation.score_obtained,
+                    "max_score": a.evaluation.max_score,
+                    "feedback_type": a.evaluation.feedback_type,
+                    "feedback": a.evaluation.feedback,
+                    "latency_ms": a.evaluation.latency_ms,
+                },
+            }
+            for a in sess.answers
+        ]
+        r = sess.result
+        out["result"] = (
+            None
+            if r is None
+            else {
+                "total_score": r.total_score,
+                "max_score": r.max_score,
+                "percentage": r.percentage_correct,
+                "grade": r.grade,
+                "passed": r.pass_status,
+                "details": r.result_json,
+            }
+        )
+    return out
