@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from benchmarks.latency_client import percentile
-from worker.turn_policy import Policy
-from worker.turns import Paused, Resumed, SpeechStopped, TurnDetector, TurnSettings
+from worker.voice.policy import Policy
+from worker.voice.turns import Paused, Resumed, SpeechStopped, TurnDetector, TurnSettings
 
 LABELS = ("mid_clause", "after_filler", "after_sentence")
 SHORT_PAUSE_MS = 1500

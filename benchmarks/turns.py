@@ -7,12 +7,12 @@ and how long it keeps a student waiting after a true end.
 The set is scripts/make_turn_set.py's (made first if missing): answers with labelled pauses
 (`mid_clause`, `after_filler`, `after_sentence`) and a labelled true end. Each answer's audio goes
 through the real Silero VAD once; its frames are then replayed through the turn detector
-(`worker/turns.py`) with each method's policy (benchmarks/turn_replay.py):
+(`worker/voice/turns.py`) with each method's policy (benchmarks/turn_replay.py):
 - `vad_300`, `vad_500`, `vad_800`: VAD alone, a fixed silence ends the answer;
 - `smart_turn`: Pipecat's default, Smart Turn v3.2 run on the audio so far after a 200 ms pause
   (that audio includes the pause, as Pipecat's does), end if > 0.5, else a 3 s fallback;
-- `policy`: the worker's own (config.yaml `turn`, `worker/turn_policy.py`), fed as
-  worker/listener.py feeds it: at each pause of `turn.segment_pause_ms` the segment is transcribed
+- `policy`: the worker's own (config.yaml `turn`, `worker/voice/policy.py`), fed as
+  worker/voice/listener.py feeds it: at each pause of `turn.segment_pause_ms` the segment is transcribed
   by faster-whisper tiny.en (the earlier segments' text as the prompt) and the end-of-turn model
   hears the answer up to the segment's end.
 A signal asked for at audio time t reaches the detector at t + its latency: by default the wall
@@ -56,11 +56,11 @@ from benchmarks.turn_replay import (  # noqa: E402
 )
 from core.config import Config, load_config  # noqa: E402
 from models.base import SAMPLE_RATE, VAD_CHUNK  # noqa: E402
-from worker.turn_policy import FixedSilence, Policy, SmartTurnOnly, policy_for  # noqa: E402
-from worker.turns import Paused, TurnSettings  # noqa: E402
+from worker.voice.policy import FixedSilence, Policy, SmartTurnOnly, policy_for  # noqa: E402
+from worker.voice.turns import Paused, TurnSettings  # noqa: E402
 
 EXTRA_SILENCE_S = 2.0  # after each file: room for the 3 s fallback past its 3.5 s tail
-SEGMENT_PAD_MS = 96  # as worker/listener.py: word edges the VAD called silence
+SEGMENT_PAD_MS = 96  # as worker/voice/listener.py: word edges the VAD called silence
 EOT_WINDOW_MS = 8000
 
 
@@ -166,7 +166,7 @@ class Models:
 def signals_for(method: Method, models: Models | None, item: Item) -> Any:
     """The method's Signals over one answer: what its pauses learn, and when. Each model runs
     one call at a time (its own executor), so a call waits for the one before it."""
-    from worker.evaluators import keyword_score
+    from worker.exam.evaluators import keyword_score
 
     segments: dict[int, list[tuple[int, int]]] = {}  # answer start -> its segments so far
     free_at = {"asr": 0.0, "eot": 0.0}  # audio ms when each model is next idle
@@ -182,7 +182,9 @@ def signals_for(method: Method, models: Models | None, item: Item) -> Any:
         eot, eot_ms = None, 0.0
         if method.eot == "pause":  # Pipecat: the audio so far, the pause's first 200 ms included
             eot, eot_ms = models.eot_at(item, answer_start, now)
-        elif method.eot == "segment":  # worker/listener.py: the answer up to the segment's end
+        elif (
+            method.eot == "segment"
+        ):  # worker/voice/listener.py: the answer up to the segment's end
             eot, eot_ms = models.eot_at(item, answer_start, event.segment_end_ms)
         if eot is not None:
             eot_ms = queued("eot", now, eot_ms)
@@ -317,7 +319,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=["segment", "pause", "both"],
         default="segment",
         help="what the policy's end-of-turn model hears: the answer up to the segment's end "
-        "(worker/listener.py), or through the pause so far (as Pipecat, and smart_turn here); "
+        "(worker/voice/listener.py), or through the pause so far (as Pipecat, and smart_turn here); "
         "`both` adds the second as `policy_eot_pause`",
     )
     parser.add_argument("--asr-ms", type=float, help="fixed ASR latency instead of measured")

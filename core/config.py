@@ -120,7 +120,7 @@ class TurnConfig(_Frozen):
     echo_guard_ms: int = Field(200, ge=0)
     nudge_after_seconds: float = Field(15, gt=0)
     latency_target_ms: int = Field(400, ge=1)
-    # End of answer (worker/turn_policy.py). `viva`: the pause needed depends on the end-of-turn
+    # End of answer (worker/voice/policy.py). `viva`: the pause needed depends on the end-of-turn
     # model, the transcript so far and its keyword coverage; `silence`: a fixed `end_silence_ms`.
     policy: Literal["viva", "silence"] = "viva"
     end_silence_ms: int = Field(500, ge=32)

@@ -15,7 +15,7 @@ from core.config import Config, ConfigError, replace_settings
 
 log = logging.getLogger(__name__)
 
-# configuration key -> (Config path, value type, seeded default, description)
+# configuration key -> (Config path, value type, seeded default or None, description)
 LIVE_SETTINGS: dict[str, tuple[str, str, Any, str]] = {
     "voice_threshold": (
         "turn.voice_threshold",
@@ -51,6 +51,31 @@ LIVE_SETTINGS: dict[str, tuple[str, str, Any, str]] = {
     ),
     "asr_language": ("models.asr.language", "string", "en", "Transcription language"),
     "llm_temperature": ("models.llm.temperature", "float", 0.7, "Examiner sampling temperature"),
+    # The turn policy (config.yaml `turn`). Not seeded (default None): a row overrides the file
+    # only when an operator adds one, so each profile keeps its own policy until then.
+    "turn_policy": ("turn.policy", "string", None, "End of answer: viva or silence"),
+    "turn_fast_ms": ("turn.fast_ms", "integer", None, "Pause when every signal says done"),
+    "turn_unsure_ms": ("turn.unsure_ms", "integer", None, "Pause when the signals disagree"),
+    "turn_short_answer_ms": (
+        "turn.short_answer_ms",
+        "integer",
+        None,
+        "Pause after a complete-sounding but short answer",
+    ),
+    "turn_thinking_ms": ("turn.thinking_ms", "integer", None, "Pause after a hanging thought"),
+    "turn_max_wait_ms": ("turn.max_wait_ms", "integer", None, "Longest pause inside an answer"),
+    "turn_commit_after_ms": (
+        "turn.commit_after_ms",
+        "integer",
+        None,
+        "How long a reply can be taken back by a student who goes on",
+    ),
+    "short_answer_wait_seconds": (
+        "exam.short_answer_wait_seconds",
+        "float",
+        None,
+        "Silence after short speech before it is taken as the answer",
+    ),
 }
 
 

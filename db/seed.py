@@ -94,7 +94,7 @@ async def seed_questions(db: AsyncSession, rows: list[dict[str, Any]], report: S
 async def seed_settings(db: AsyncSession, report: SeedReport) -> None:
     present = set((await db.execute(select(Configuration.config_key))).scalars())
     for key, (_path, vtype, default, description) in LIVE_SETTINGS.items():
-        if key in present:
+        if key in present or default is None:  # None: applied only when a row is added
             continue
         db.add(
             Configuration(

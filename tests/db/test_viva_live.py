@@ -26,9 +26,9 @@ from tests.db.helpers import API_KEY, AUTH, server_config, wait_ready
 from tests.db.student import Student, clip_pcm, silence, tone
 from worker.http.context import CONTEXT
 from worker.http.server import build_app
-from worker.metrics import SLOW_CONSUMERS
 from worker.service import warmup
 from worker.service.tokens import issue_token
+from worker.voice.metrics import SLOW_CONSUMERS
 
 pytestmark = [pytest.mark.slow, pytest.mark.parametrize("empty_db_url", ["sqlite"], indirect=True)]
 Open = Callable[..., Awaitable[tuple[TestClient, dict[str, Any]]]]

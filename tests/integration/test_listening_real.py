@@ -17,6 +17,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import select
 
+from core.config import DatabaseConfig, load_config, replace_settings
 from db.engine import create_engine, sessionmaker
 from db.queries.configuration import set_setting
 from db.setup import migrate_and_seed
@@ -26,9 +27,8 @@ from tests.db.helpers import API_KEY, AUTH
 from tests.db.student import FRAME, Student, clip_pcm, silence
 from tests.integration.conftest import ROOT, clips
 from tests.integration.wer import wer
-from worker.config import DatabaseConfig, load_config, replace_settings
-from worker.exam import MOVE_ON
-from worker.server import build_app
+from worker.exam.flow import MOVE_ON
+from worker.http.server import build_app
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 CLIP = {c["name"]: c for kind in ("pause", "intent") for c in clips(kind)}

@@ -80,6 +80,14 @@ def test_live_settings_override_and_validate() -> None:
     assert set(LIVE_SETTINGS) >= {"voice_threshold", "tts_max_buffer_size", "asr_language"}
 
 
+def test_the_turn_policy_is_a_live_setting() -> None:
+    cfg = load_config(ROOT / "config.yaml", {})
+    live = apply_settings(cfg, {"turn_thinking_ms": 2500, "turn_policy": "silence"})
+    assert live.turn.thinking_ms == 2500 and live.turn.policy == "silence"
+    with pytest.raises(ConfigError, match="turn waits must grow"):
+        apply_settings(cfg, {"turn_fast_ms": 5000})  # waits must grow: fast <= ... <= max
+
+
 def test_replace_settings_validates() -> None:
     cfg = load_config(ROOT / "config.yaml", {})
     assert replace_settings(cfg, {"exam.max_score": 5}).exam.max_score == 5

@@ -9,7 +9,7 @@ import pytest
 
 from models.base import Message, ModelError, Sampling
 from models.fakes import FakeLLM
-from worker.evaluators import (
+from worker.exam.evaluators import (
     FALLBACK_NOTE,
     NO_ANSWER_FEEDBACK,
     EvaluationFailed,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from core.config import ExamConfig
-from worker.exam import (
+from worker.exam.flow import (
     ACKNOWLEDGEMENTS,
     CLOSING,
     MOVE_ON,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker.intents import intent_of
+from worker.exam.intents import intent_of
 
 
 @pytest.mark.parametrize(

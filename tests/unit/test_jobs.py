@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from core.config import ExamConfig, ServerConfig
-from worker.exam import ACKNOWLEDGEMENTS, MOVE_ON, Question
+from worker.exam.flow import ACKNOWLEDGEMENTS, MOVE_ON, Question
 from worker.runpod.audio import MAX_AUDIO_B64_CHARS, MAX_AUDIO_BYTES, decode_audio, wav_bytes
 from worker.runpod.jobs import (
     EvaluateJob,

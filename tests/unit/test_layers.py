@@ -23,26 +23,6 @@ ALLOWED: dict[str, set[str]] = {
     "db": {"core"},
     "worker": {"core", "models", "db"},
 }
-# Files of the exam, voice and session layers not yet in their subpackage: moved by the
-# issue-14 merge. Each is placed in the layer it will belong to.
-FLAT_LAYER: dict[str, str] = {
-    "worker.exam": "exam",
-    "worker.evaluators": "exam",
-    "worker.intents": "exam",
-    "worker.turns": "voice",
-    "worker.turn_policy": "voice",
-    "worker.outbox": "voice",
-    "worker.speaker": "voice",
-    "worker.metrics": "voice",
-    "worker.conversation": "voice",
-    "worker.session": "session",
-    "worker.scoring": "session",
-    "worker.usage": "session",
-}
-# The connection reads the session it belongs to (an annotation under TYPE_CHECKING), and the
-# session creates the connection: removed by the issue-14 merge (the connection talks to the
-# session through a small protocol instead).
-KNOWN_EDGES: set[tuple[str, str]] = {("worker.conversation", "worker.session")}
 
 
 def worker_order() -> list[str]:
@@ -98,8 +78,6 @@ def graph() -> dict[str, set[str]]:
 
 def layer(module: str, order: list[str]) -> int | None:
     """The position of a worker module's layer in `order` (None: not a worker module)."""
-    if module in FLAT_LAYER:
-        return order.index(FLAT_LAYER[module])
     parts = module.split(".")
     if parts[0] != "worker" or len(parts) < 2:
         return None
@@ -110,12 +88,11 @@ def test_the_rule_names_every_subpackage() -> None:
     order = worker_order()
     subpackages = {p.name for p in (ROOT / "worker").iterdir() if (p / "__init__.py").exists()}
     assert subpackages <= set(order), f"not placed in the rule: {subpackages - set(order)}"
-    assert set(FLAT_LAYER.values()) <= set(order)
 
 
 def test_no_file_of_worker_outside_a_subpackage() -> None:
     flat = {module_name(p) for p in (ROOT / "worker").glob("*.py") if p.name != "__init__.py"}
-    assert flat <= set(FLAT_LAYER), f"move into a subpackage: {sorted(flat - set(FLAT_LAYER))}"
+    assert not flat, f"move into a subpackage: {sorted(flat)}"
 
 
 def test_lower_packages_never_import_higher_ones() -> None:
@@ -136,7 +113,7 @@ def test_worker_layers_import_only_downwards() -> None:
         here = layer(src, order)
         for dst in targets:
             there = layer(dst, order)
-            if here is None or there is None or (src, dst) in KNOWN_EDGES:
+            if here is None or there is None:
                 continue
             if there > here:
                 wrong.append(f"{src} ({order[here]}) imports {dst} ({order[there]})")
@@ -179,15 +156,7 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_no_import_cycles() -> None:
-    edges = {src: {d for d in dst if (src, d) not in KNOWN_EDGES} for src, dst in graph().items()}
-    assert cycles(edges) == []
-
-
-def test_known_edges_still_exist() -> None:
-    """An allowance that is no longer needed is removed, so it cannot hide a new violation."""
-    g = graph()
-    stale = [edge for edge in KNOWN_EDGES if edge[1] not in g.get(edge[0], set())]
-    assert not stale, f"remove from KNOWN_EDGES: {stale}"
+    assert cycles(graph()) == []
 
 
 @pytest.mark.parametrize(
@@ -204,6 +173,6 @@ def test_cycle_finder(edges: dict[str, set[str]], expected: list[list[str]]) -> 
 
 def test_the_graph_sees_type_checking_and_lazy_imports() -> None:
     g = graph()
-    assert "worker.session" in g["worker.service.live"]  # under `if TYPE_CHECKING:`
+    assert "worker.session.viva" in g["worker.service.live"]  # under `if TYPE_CHECKING:`
     assert "models.fakes" in g["models.hub"]  # inside a function
-    assert "worker.protocol" in g["worker.outbox"]  # `from worker import protocol as p`
+    assert "worker.protocol" in g["worker.voice.outbox"]  # `from worker import protocol as p`

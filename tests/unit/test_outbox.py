@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from worker import protocol as p
-from worker.outbox import Outbox, SlowConsumer
+from worker.voice.outbox import Outbox, SlowConsumer
 
 
 class Socket:

@@ -13,7 +13,7 @@ from aiohttp.test_utils import make_mocked_request
 
 from models.fakes import FakeTTS
 from worker.http.server import AccessLogger
-from worker.speaker import PromptCache
+from worker.voice.speaker import PromptCache
 
 
 class CountingTTS(FakeTTS):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from core.config import TurnConfig
-from worker.turn_policy import (
+from worker.voice.policy import (
     FixedSilence,
     PauseSignals,
     PolicySettings,

@@ -13,8 +13,8 @@ from benchmarks.turn_replay import (
     score,
     summarize,
 )
-from worker.turn_policy import FixedSilence, PauseSignals
-from worker.turns import FRAME_MS, Paused, TurnSettings
+from worker.voice.policy import FixedSilence, PauseSignals
+from worker.voice.turns import FRAME_MS, Paused, TurnSettings
 
 SETTINGS = TurnSettings(min_speech_ms=96, speculative_ms=192, max_wait_ms=3000)
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from worker.turn_policy import PolicySettings, VivaPolicy
-from worker.turns import (
+from worker.voice.policy import PolicySettings, VivaPolicy
+from worker.voice.turns import (
     FRAME_MS,
     BargeIn,
     Paused,
@@ -96,3 +96,13 @@ def test_notes_outside_a_pause_are_ignored() -> None:
     det.note_text("stale", None)
     assert det.signals().eot is None and det.signals().text is None
     assert det.signals().speech_ms == 640
+
+
+def test_a_turn_over_the_latency_budget_is_counted() -> None:
+    from worker.voice.metrics import OVER_BUDGET, TurnStages
+
+    before = OVER_BUDGET._value.get()
+    TurnStages(endpoint_wait=200).report("VIVA-TEST01", 1, 350.0, budget_ms=400)
+    assert OVER_BUDGET._value.get() == before
+    TurnStages(endpoint_wait=200).report("VIVA-TEST01", 1, 450.0, budget_ms=400)
+    assert OVER_BUDGET._value.get() == before + 1

@@ -19,12 +19,12 @@ from db.tables import User
 from worker import protocol as p
 from worker.http.api import UNREACHABLE
 from worker.http.context import context
-from worker.metrics import WS_ERRORS
 from worker.service.context import WorkerContext
 from worker.service.live import Refused
 from worker.service.records import exam_questions
 from worker.service.tokens import TokenError, verify_token
-from worker.session import SessionRecord, VivaSession
+from worker.session.viva import SessionRecord, VivaSession
+from worker.voice.metrics import WS_ERRORS
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ form): limits, close codes, and every event as a pydantic model with a literal `
 Text frames carry JSON events, named after the OpenAI Realtime API where the concept is the same;
 binary frames carry PCM16LE audio. Client events are strict (unknown fields are refused); server
 events ignore unknown fields when a client parses them, so additive changes keep the version.
-Messages inside the process are dataclasses elsewhere (worker.turns); nothing here does I/O.
+Messages inside the process are dataclasses elsewhere (worker.voice.turns); nothing here does I/O.
 """
 
 from __future__ import annotations
@@ -179,7 +179,7 @@ class ResponseDoneEvent(_ServerEvent):
     response_id: str
     latency_ms: float | None = Field(ge=0)  # turn latency; null when no answer preceded it
     audio_ms: int = Field(ge=0)  # examiner audio sent for this response
-    # With latency_ms: where the turn's time went (see docs/protocol.md, worker/metrics.py).
+    # With latency_ms: where the turn's time went (see docs/protocol.md, worker/voice/metrics.py).
     stages_ms: dict[str, float] | None = None
 
 

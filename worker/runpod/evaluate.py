@@ -11,7 +11,7 @@ from typing import Any
 
 from db.queries.questions import get_question
 from db.queries.sessions import get_by_code
-from worker.evaluators import Evaluation, Question
+from worker.exam.evaluators import Evaluation, Question
 from worker.runpod.audio import decode_audio, wav_bytes
 from worker.runpod.errors import JobError
 from worker.runpod.jobs import EvaluateJob, examiner_reply

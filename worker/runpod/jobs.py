@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from core.config import ExamConfig
 from core.vocabulary import COLLEGE_TYPES
-from worker.exam import ACKNOWLEDGEMENTS, MOVE_ON, ExamFlow, Question, Say
+from worker.exam.flow import ACKNOWLEDGEMENTS, MOVE_ON, ExamFlow, Question, Say
 from worker.runpod.audio import INPUT_RATES, MAX_AUDIO_B64_CHARS
 from worker.runpod.errors import JobError
 from worker.service.opening import STUDENT_ID_PATTERN

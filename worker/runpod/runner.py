@@ -20,7 +20,7 @@ from typing import Any
 
 from core.errors import CodedError
 from models.base import ModelError
-from worker.evaluators import EvaluationFailed
+from worker.exam.evaluators import EvaluationFailed
 from worker.runpod.errors import JobError
 from worker.runpod.evaluate import evaluate_job
 from worker.runpod.job_session import SessionJobRun

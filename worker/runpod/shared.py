@@ -16,16 +16,16 @@ from db.queries.sessions import get_by_code
 from db.tables import utcnow
 from models.base import Transcript
 from models.hub import Hub
-from worker.evaluators import Evaluation, Question, evaluate
+from worker.exam.evaluators import Evaluation, Question, evaluate
 from worker.runpod.audio import DecodedAudio, decode_audio
 from worker.runpod.errors import JobError
 from worker.runpod.jobs import Answer
-from worker.scoring import answer_row, evaluation_row
 from worker.service.context import WorkerContext
 from worker.service.opening import Opened
 from worker.service.records import session_json
 from worker.service.resources import Database
-from worker.speaker import PromptCache
+from worker.session.scoring import answer_row, evaluation_row
+from worker.voice.speaker import PromptCache
 
 log = logging.getLogger(__name__)
 FLUSH_TIMEOUT_S = 30.0  # a job's rows are in the journal already; past this, don't wait for them

@@ -17,11 +17,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from core.config import Config
-from worker.metrics import LoopLag
 from worker.service.live import LiveSessions
 from worker.service.resources import Database, open_database
 from worker.service.urls import public_ws_base
 from worker.service.warmup import Models
+from worker.voice.metrics import LoopLag
 
 
 @dataclass

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 from core.errors import CodedError
 from core.vocabulary import WireErrorCode
-from worker.metrics import LIVE_SESSIONS
+from worker.voice.metrics import LIVE_SESSIONS
 
 if TYPE_CHECKING:
-    from worker.session import VivaSession
+    from worker.session.viva import VivaSession
 
 log = logging.getLogger(__name__)
 WATCH_QUEUE = 256  # a monitor that falls this far behind loses the oldest updates

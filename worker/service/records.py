@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.queries.questions import questions_for
 from db.tables import QuestionBank, Session
-from worker.evaluators import Question
+from worker.exam.evaluators import Question
 
 
 def question_from_row(row: QuestionBank, max_score: int) -> Question:

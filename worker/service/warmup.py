@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from core.config import ModelsConfig
 from models.hub import Hub, load_hub
-from worker.speaker import PromptCache
+from worker.voice.speaker import PromptCache
 
 log = logging.getLogger(__name__)
 

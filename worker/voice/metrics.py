@@ -52,6 +52,9 @@ SLOW_CONSUMERS = Counter(
     "viva_slow_consumers_total", "Connections dropped because the client stopped reading"
 )
 SESSIONS_ENDED = Counter("viva_sessions_ended_total", "Sessions ended", ["status"])
+OVER_BUDGET = Counter(
+    "viva_turns_over_budget_total", "Turns whose latency exceeded turn.latency_target_ms"
+)
 
 
 @dataclass
@@ -80,18 +83,23 @@ class TurnStages:
         }
         return {k: round(v, 2) for k, v in out.items() if v is not None}
 
-    def report(self, session_code: str, question: int | None, turn_ms: float) -> None:
-        """The turn's one log line and its histograms."""
+    def report(
+        self, session_code: str, question: int | None, turn_ms: float, budget_ms: float
+    ) -> None:
+        """The turn's one log line and its histograms; a turn over budget is counted."""
         TURN_LATENCY.observe(turn_ms / 1000)
+        if turn_ms > budget_ms:
+            OVER_BUDGET.inc()
         stages = self.as_dict()
         for name, ms in stages.items():
             if name != "critical_path_models":
                 STAGE_SECONDS.labels(name).observe(ms / 1000)
         log.info(
-            "turn session=%s question=%s turn_ms=%.1f speculative=%s %s",
+            "turn session=%s question=%s turn_ms=%.1f over_budget=%s speculative=%s %s",
             session_code,
             question,
             turn_ms,
+            turn_ms > budget_ms,
             self.asr_speculative,
             " ".join(f"{k}_ms={v}" for k, v in stages.items()),
         )

@@ -1,7 +1,8 @@
 """When has a student finished answering? Pure policies over what is known at a pause.
 
-The turn detector (`worker/turns.py`) asks its policy, at every silent frame of a pause, how long
-the pause must last before the answer is over, given what is known by then (`PauseSignals`):
+The turn detector (`worker/voice/turns.py`) asks its policy, at every silent frame of a pause,
+how long the pause must last before the answer is over, given what is known by then
+(`PauseSignals`):
 the pause so far, how much the student has said, the end-of-turn model's probability for this
 pause and the transcript of the answer so far with its keyword coverage (each None until its
 model has answered). The answer ends when the pause reaches that wait.

@@ -1,8 +1,9 @@
 """One live viva: its connections come and go, the exam goes on.
 
-`run()` is the session's whole life (one task, owned by `worker.live.LiveSessions`): it serves
-one WebSocket at a time through a `Conversation` (`worker/conversation.py`: receive, turns,
-replies, send, in one TaskGroup), and between connections waits up to
+`run()` is the session's whole life (one task, owned by `worker.service.live.LiveSessions`): it
+serves one WebSocket at a time through a `Conversation` (`worker/voice/connection.py`: receive,
+turns, replies, send, in one TaskGroup; it sees the session only as a `SessionHost`), and between
+connections waits up to
 `exam.reconnect_grace_seconds` for the student to come back. Scoring runs in the session's own
 TaskGroup, so a dropped connection never loses an evaluation; the end and the result go through
 the write-behind writer after every answer is scored.
@@ -29,13 +30,14 @@ from db.writer import Writer
 from models.base import Sampling
 from models.hub import Hub
 from worker import protocol as p
-from worker.conversation import Conversation, Heard
-from worker.exam import Evaluate, ExamFlow, Question
-from worker.metrics import CONNECTED, SESSIONS_ENDED
-from worker.outbox import SlowConsumer
-from worker.scoring import ScoringContext, score_answer
-from worker.speaker import PromptCache, Speaker
-from worker.usage import MeteredLLM, SessionUsage
+from worker.exam.flow import Evaluate, ExamFlow, Question
+from worker.session.scoring import ScoringContext, score_answer
+from worker.session.usage import MeteredLLM, SessionUsage
+from worker.voice.connection import Conversation
+from worker.voice.host import Heard
+from worker.voice.metrics import CONNECTED, SESSIONS_ENDED
+from worker.voice.outbox import SlowConsumer
+from worker.voice.speaker import PromptCache, Speaker
 
 log = logging.getLogger(__name__)
 SCORING_TIMEOUT_S = 120.0  # the result waits this long for answers still being scored
@@ -132,7 +134,7 @@ class VivaSession:
             while not self._arrivals.empty():
                 arrival = self._arrivals.get_nowait()
                 if arrival is not None:
-                    await _refuse(arrival[0], "session_closed", "the session has ended")
+                    await p.refuse(arrival[0], "session_closed", "the session has ended")
                     arrival[2].set_result(None)
 
     async def _connection_loop(self) -> None:
@@ -251,16 +253,9 @@ class VivaSession:
         self.writer.enqueue(op)
 
     def audit(self, action: str, details: dict[str, Any] | None = None) -> None:
+        r = self.r
         self.enqueue(
-            ops.upsert(
-                "audit_logs",
-                session_id=self.r.session_id,
-                user_id=self.r.user_id,
-                action=action,
-                resource_type="session",
-                resource_id=self.r.code,
-                details=details or {},
-            )
+            ops.audit(action, r.code, session_id=r.session_id, user_id=r.user_id, details=details)
         )
 
     def summary(self) -> dict[str, Any]:
@@ -280,9 +275,3 @@ class VivaSession:
 
     def changed(self) -> None:
         self.on_change(self.summary())
-
-
-async def _refuse(ws: web.WebSocketResponse, code: p.ErrorCode, message: str) -> None:
-    if not ws.closed:
-        await ws.send_str(p.dump(p.ErrorEvent(code=code, message=message)))
-        await ws.close(code=p.CLOSE_CODE_FOR[code])

@@ -1,12 +1,13 @@
 """One WebSocket of a live viva: receive, turn-taking, replies and sending, in one TaskGroup.
 
-Voice path: the listener (`worker/listener.py`: VAD per 32 ms chunk, each segment transcribed
-as the student pauses, the turn policy deciding when a pause is the end) -> at the end of the
-answer the exam flow decides at once -> the reply streams out as paced audio
-(`worker/outbox.py`). A reply to an answer stays tentative until its question (or follow-up, or
-closing) has been heard for `turn.commit_after_ms`: if the student goes on speaking before that,
-the examiner stops, the flow takes its advance back and the continuation joins the answer.
-Scoring and database writes are handed to the session (`worker/session.py`), which outlives
+Voice path: the listener (`worker/voice/listener.py`: VAD per 32 ms chunk, each segment
+transcribed as the student pauses, the turn policy deciding when a pause is the end) -> at the
+end of the answer the exam flow decides at once -> the reply (`worker/voice/replies.py`) streams
+out as paced audio (`worker/voice/outbox.py`). A reply to an answer stays tentative until its
+question (or follow-up, or closing) has been heard for `turn.commit_after_ms`: if the student
+goes on speaking before that, the examiner stops, the flow takes its advance back and the
+continuation joins the answer.
+Scoring and database writes are handed to the session (`worker/session/viva.py`), which outlives
 this connection. Turn latency = end of answer decided -> first examiner audio byte
 written to the socket.
 """
@@ -15,38 +16,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from db import ops
-from models.base import SAMPLE_RATE, Transcript, pcm16_to_float
+from models.base import SAMPLE_RATE, pcm16_to_float
 from worker import protocol as p
-from worker.exam import Decision, Evaluate, Finish, Ignored, Say
-from worker.intents import intent_of
-from worker.listener import Listener
-from worker.metrics import BARGE_INS, SLOW_CONSUMERS, TAKEN_BACK, WS_ERRORS, TurnStages
-from worker.outbox import Outbox, SlowConsumer
-from worker.turns import BargeIn, SpeechStarted, SpeechStopped
-
-if TYPE_CHECKING:
-    from worker.session import VivaSession
+from worker.exam.flow import Decision, Evaluate, Finish, Ignored, Say
+from worker.exam.intents import intent_of
+from worker.voice.host import Dropped, Heard, Over, SessionHost
+from worker.voice.listener import Listener
+from worker.voice.metrics import BARGE_INS, SLOW_CONSUMERS, TAKEN_BACK, TurnStages
+from worker.voice.outbox import SlowConsumer
+from worker.voice.replies import Replies
+from worker.voice.turns import BargeIn, SpeechStarted, SpeechStopped
 
 log = logging.getLogger(__name__)
 AUDIO_QUEUE_FRAMES = 256  # client frames waiting for the VAD; beyond that the client is flooding
 TICK_S = 0.25  # how often silence (nudges) and time limits are checked without audio
 COMMIT_KINDS = ("question", "followup", "closing")  # a reply is heard once these are
-
-
-@dataclass
-class Heard:
-    question: str  # the text of the question (or follow-up) this answered
-    transcript: Transcript
-    duration_s: float
-    stages: TurnStages
 
 
 @dataclass
@@ -61,44 +50,25 @@ class Tentative:
     close: asyncio.Task[None] | None = None  # the end of the exam, if this reply closes it
 
 
-class Dropped(Exception):
-    """This connection ended (the student left); the session lives on."""
-
-
-class Over(Exception):
-    """The session ended (completed, terminated, or stopped)."""
-
-
 class Conversation:
     def __init__(
-        self, session: VivaSession, ws: web.WebSocketResponse, transport: asyncio.Transport | None
+        self, session: SessionHost, ws: web.WebSocketResponse, transport: asyncio.Transport | None
     ):
         # Per connection: the turn detector and audio offsets restart at 0.
         self.s = session
         self.r, self.hub, self.cfg, self.clock = session.r, session.hub, session.cfg, session.clock
-        self.flow, self.speaker = session.flow, session.speaker
+        self.flow = session.flow
         self.ws, self.transport = ws, transport
         self._tg: asyncio.TaskGroup | None = None
-        self.out = Outbox(
-            ws,
-            self.hub.tts.sample_rate,
-            self.clock,
-            self.cfg.server.send_timeout_seconds,
-            self._first_audio,
-            self._response_done,
-        )
         self.listener = Listener(self.hub, self.cfg, lambda: self.flow.current)
         self.turns = self.listener.turns
+        self.replies = Replies(
+            session, ws, self.turns, self._reply_created, self._heard_from, self._reply_done
+        )
+        self.out = self.replies.out
         self.audio_in: asyncio.Queue[bytes] = asyncio.Queue(AUDIO_QUEUE_FRAMES)
         self._tentative: Tentative | None = None
         self._continuing = False  # the utterance in progress began while a reply was tentative
-        self._response: asyncio.Task[None] | None = None  # producing the reply's audio
-        self._queued: dict[str, Say] = {}  # responses made and not yet heard out, in order
-        self._interrupted: list[Say] = []  # what a barge-in cut, to resume if it had no words
-        self._turn_end: float | None = None
-        self._turn_latency: asyncio.Future[float] | None = None
-        self._stages: TurnStages | None = None
-        self._done_stages: tuple[float, TurnStages] | None = None  # for the next response.done
         self._quiet_since: float | None = None
         self._last_tick = self.clock()
         self._last_rate_error = 0.0
@@ -107,8 +77,8 @@ class Conversation:
         """Serve this connection until it drops or the session ends."""
         try:
             async with asyncio.TaskGroup() as tg:
-                self._tg = tg
-                self._emit(self._created_event(resumed))
+                self._tg = self.replies.tg = tg
+                self._emit(created_event(self.s, resumed))
                 tg.create_task(self._receive(), name="receive")
                 tg.create_task(self._listen(), name="turns")
                 tg.create_task(self.out.run(), name="send")
@@ -130,36 +100,15 @@ class Conversation:
             if self.transport is not None:
                 self.transport.abort()
         finally:
-            self._tg = None
+            self._tg = self.replies.tg = None
             self._commit()  # the student left: the reply to their last answer stands
             self.s.usage.audio_out_seconds += self.out.audio_seconds
-            if self._turn_latency is not None and not self._turn_latency.done():
-                self._turn_latency.cancel()
+            self.replies.close()
             self.listener.close()
 
     def stop(self, reason: str) -> None:
         if self._tg is not None:
             self._tg.create_task(self._end(reason), name="stop")
-
-    def _created_event(self, resumed: bool) -> p.SessionCreatedEvent:
-        t, e = self.cfg.turn, self.cfg.exam
-        return p.SessionCreatedEvent(
-            session_code=self.r.code,
-            question_count=len(self.r.questions),
-            output_audio_format=p.AudioFormat(sample_rate=self.hub.tts.sample_rate),
-            turn_detection=p.TurnDetection(
-                threshold=t.vad_threshold,
-                min_speech_ms=t.min_speech_ms,
-                silence_duration_ms=t.end_silence_ms,
-                min_interrupt_ms=t.min_interrupt_ms,
-                min_answer_seconds=e.min_answer_duration_seconds,
-                max_answer_seconds=e.max_question_duration_seconds,
-                nudge_after_seconds=t.nudge_after_seconds,
-            ),
-            show_scores=e.show_scores,
-            resumed=resumed,
-            reconnect_grace_seconds=e.reconnect_grace_seconds,
-        )
 
     # --- receive -----------------------------------------------------------------------------
 
@@ -232,7 +181,7 @@ class Conversation:
         if self._tentative is not None and self.turns.in_speech:
             return  # a continuation is being spoken: the flow must not move under it
         decisions: list[Decision] = []
-        if self._quiet_since is not None and not self._speaking and not self.turns.in_speech:
+        if self._quiet_since is not None and not self.replies.speaking and not self.turns.in_speech:
             decisions += self.flow.silence(self.clock() - self._quiet_since)
         decisions += self.flow.tick()
         if decisions:
@@ -249,10 +198,10 @@ class Conversation:
             self._emit(
                 p.SpeechStartedEvent(item_id=f"item_{event.at_ms}", audio_start_ms=event.at_ms)
             )
-        elif isinstance(event, BargeIn) and self._speaking:
+        elif isinstance(event, BargeIn) and self.replies.speaking:
             BARGE_INS.inc()
-            self._interrupted = list(self._queued.values())
-            self._cancel_response("barge_in")
+            self.replies.barge_in()
+            self._after_cut()
         elif isinstance(event, SpeechStopped):
             await self._answer_ended(event)
 
@@ -268,19 +217,20 @@ class Conversation:
         stages.asr_speculative = answer.ready_at_end
         self._quiet_since = self.clock()
         continuing, self._continuing = self._continuing, False
+        listener_noise = not transcript.text.strip() or intent_of(transcript.text) == "backchannel"
+        if listener_noise and (continuing or self.replies.interrupted):
+            self.replies.resume_interrupted()  # "mm-hmm" or a cough over the examiner: go on
+            return
         if continuing and self._tentative is not None:
-            if not transcript.text.strip() or intent_of(transcript.text) == "backchannel":
-                self._resume_interrupted()  # "mm-hmm" over the reply: it goes on
-                return
             self._take_back()
         else:
             self._commit()
         question = self.flow.current
         decisions = self.flow.answer(transcript.text, duration)
         if any(isinstance(d, Ignored) for d in decisions):
-            self._resume_interrupted()  # nothing to answer yet; if the student cut in, go on
+            self.replies.resume_interrupted()  # nothing to answer yet; if the student cut in, go on
             return
-        self._interrupted = []
+        self.replies.forget_interrupted()
         if question is not None and any(isinstance(d, Evaluate) for d in decisions):
             self._emit(
                 p.TranscriptionCompletedEvent(
@@ -291,16 +241,9 @@ class Conversation:
                     question_number=question.number,
                 )
             )
-        self._turn_end = decided
-        self._turn_latency = asyncio.get_running_loop().create_future()
-        self._stages = stages
+        self.replies.begin_turn(decided, stages)
         asked = question.text if question is not None else ""
         await self._carry_out(decisions, Heard(asked, transcript, duration, stages))
-
-    def _resume_interrupted(self) -> None:
-        resume, self._interrupted = self._interrupted, []
-        if resume and not self._speaking:
-            self._start_response(resume, None)
 
     # --- tentative replies -------------------------------------------------------------------
 
@@ -318,13 +261,10 @@ class Conversation:
         if tentative.latency is not None and not tentative.latency.done():
             tentative.latency.cancel()
         self._cancel_response("barge_in")
-        self._interrupted = []
-        q = self.flow.current
-        if q is not None:  # back to the question the continuation answers
-            total = len(self.r.questions)
-            self._emit(p.ExamQuestionEvent(number=q.number, total=total, text=q.text))
-            self._enqueue(ops.session_update(self.r.session_id, current_question=q.number))
-            self.s.changed()
+        self.replies.forget_interrupted()
+        question = self.replies.announce_question()  # back to what the continuation answers
+        if question is not None:
+            self._emit(question)
 
     def _commit(self) -> None:
         """The reply to the last answer has been heard (or superseded): score the answer."""
@@ -349,14 +289,14 @@ class Conversation:
     async def _carry_out(self, decisions: list[Decision], heard: Heard | None) -> None:
         says = [d for d in decisions if isinstance(d, Say)]
         evaluations = [d for d in decisions if isinstance(d, Evaluate)]
-        latency = self._turn_latency if heard is not None else None
+        latency = self.replies.turn_latency if heard is not None else None
         if self.flow.tentative:
             self._tentative = Tentative(evaluations, heard, latency)
         else:
             for d in evaluations:
                 self.s.score_later(d, heard, latency)
         if says:
-            self._start_response(says, heard)
+            self.replies.start(says, heard)
         finish = next((d for d in decisions if isinstance(d, Finish)), None)
         if finish is not None and self._tg is not None:
             self.s.ending = True
@@ -364,102 +304,24 @@ class Conversation:
             if self._tentative is not None:
                 self._tentative.close = close
 
-    @property
-    def _speaking(self) -> bool:
-        """The examiner is talking, or about to (a reply is being made or queued)."""
-        running = self._response is not None and not self._response.done()
-        return running or self.out.busy
-
-    def _start_response(self, says: list[Say], heard: Heard | None) -> None:
-        self._cancel_response("barge_in")  # the student spoke over it; they were not listening
-        assert self._tg is not None
-        self._response = self._tg.create_task(self._respond(says, heard), name="respond")
-
-    async def _respond(self, says: list[Say], heard: Heard | None) -> None:
-        """One protocol response per spoken part (acknowledgement, question, ...), in order."""
-        stages = heard.stages if heard is not None else None
-        for say in says:
-            rid = f"resp_{next(self.s.response_ids)}"
-            self._queued[rid] = say
-            opening: list[p.WireEvent] = []
-            q = self.flow.current
-            if say.kind in ("question", "repeat") and q is not None:
-                total = len(self.r.questions)
-                opening.append(p.ExamQuestionEvent(number=q.number, total=total, text=q.text))
-                self._enqueue(ops.session_update(self.r.session_id, current_question=q.number))
-                self.s.changed()
-            opening.append(p.ResponseCreatedEvent(response_id=rid, kind=say.kind))
-            if self._tentative is not None and say.kind in COMMIT_KINDS:
-                self._tentative.commit_rid = rid
-            await self.out.start_response(rid, opening)
-            items: AsyncIterator[tuple[str, bytes]]
-            ack_by_llm = self.cfg.exam.acknowledgement == "llm"
-            if say.kind == "acknowledge" and ack_by_llm and heard and heard.transcript.text:
-                answer = heard.transcript.text
-                items = self.speaker.acknowledge(heard.question, answer, say.text, stages)
-            else:
-                fixed = say.kind not in ("followup", "repeat")  # those carry varying words
-                items = self.speaker.say(say.text, stages, fixed=fixed)
-            async for text, pcm in items:
-                await self.out.put_audio(rid, text, pcm)
-            await self.out.end_response(rid)
-            stages = None
-
     def _cancel_response(self, reason: p.CancelReason) -> None:
-        if not self._speaking:
-            return
-        if self._response is not None:
-            self._response.cancel()
-            self._response = None
-        if self._turn_latency is not None and not self._turn_latency.done():
-            # Cut before its first audio: this turn has no latency, and scoring must not wait.
-            self._turn_latency.cancel()
-            self._turn_end = None
+        if self.replies.cancel(reason):
+            self._after_cut()
+
+    def _after_cut(self) -> None:
+        self._quiet_since = self.clock()
         if self._tentative is not None and self._tentative.timer is not None:
             # What would commit the reply was not heard out: it commits when said again.
             self._tentative.timer.cancel()
             self._tentative.timer = None
-        self._queued.clear()
-        heard, audio_ms = self.out.cancel()
-        self.turns.examiner_stopped()
-        self._quiet_since = self.clock()
-        if heard is not None:  # responses the client never heard of vanish silently
-            self._emit(
-                p.ResponseCancelledEvent(response_id=heard, reason=reason, audio_ms=audio_ms)
-            )
 
-    def _first_audio(self, rid: str) -> None:
-        self.turns.examiner_started()
-        self._heard_from(rid)
-        if self._turn_end is None:
-            return
-        latency = (self.clock() - self._turn_end) * 1000
-        self._turn_end = None
-        self.s.latencies.append(latency)
-        if self._turn_latency is not None and not self._turn_latency.done():
-            self._turn_latency.set_result(latency)
-        if self._stages is not None:
-            question = self.flow.current.number if self.flow.current else None
-            self._stages.report(self.r.code, question, latency)
-            self._done_stages = (round(latency, 1), self._stages)
-            self._stages = None
-        self.s.changed()
+    def _reply_created(self, rid: str, say: Say) -> None:
+        if self._tentative is not None and say.kind in COMMIT_KINDS:
+            self._tentative.commit_rid = rid
 
-    def _response_done(self, rid: str, audio_ms: int) -> None:
-        self._queued.pop(rid, None)
+    def _reply_done(self, rid: str) -> None:
         if self._tentative is not None and self._tentative.commit_rid == rid:
             self._commit()
-        latency, stages = self._done_stages if self._done_stages else (None, None)
-        self._done_stages = None
-        self._emit(
-            p.ResponseDoneEvent(
-                response_id=rid,
-                latency_ms=latency,
-                audio_ms=audio_ms,
-                stages_ms=stages.as_dict() if stages else None,
-            )
-        )
-        self.turns.examiner_stopped()
         # Silence is counted from when the student has heard the examiner out.
         self._quiet_since = max(self.clock(), self.out.playing_until)
 
@@ -472,9 +334,7 @@ class Conversation:
 
     async def _close_when_spoken(self, finish: Finish) -> None:
         """After the closing words are out and every answer is scored: the result, then end."""
-        if self._response is not None:
-            await asyncio.wait({self._response})
-        await self.out.audio.join()
+        await self.replies.finished()
         self._commit()  # the closing words are out: the last answer stands
         totals = await self.s.wrap_up(finish.status, finish.reason)
         self._emit(
@@ -498,13 +358,25 @@ class Conversation:
         raise Over(finish.status)
 
     def _emit(self, event: p.WireEvent) -> None:
-        if isinstance(event, p.ErrorEvent):
-            WS_ERRORS.labels(event.code).inc()
-        self.out.emit(event)
+        self.replies.emit(event)
 
-    def _enqueue(self, op: ops.Op) -> None:
-        """Rows from the voice path; the time it takes is this turn's `db_enqueue` stage."""
-        started = time.perf_counter()
-        self.s.enqueue(op)
-        if self._stages is not None:
-            self._stages.db_enqueue += (time.perf_counter() - started) * 1000
+
+def created_event(s: SessionHost, resumed: bool) -> p.SessionCreatedEvent:
+    t, e = s.cfg.turn, s.cfg.exam
+    return p.SessionCreatedEvent(
+        session_code=s.r.code,
+        question_count=len(s.r.questions),
+        output_audio_format=p.AudioFormat(sample_rate=s.hub.tts.sample_rate),
+        turn_detection=p.TurnDetection(
+            threshold=t.vad_threshold,
+            min_speech_ms=t.min_speech_ms,
+            silence_duration_ms=t.end_silence_ms,
+            min_interrupt_ms=t.min_interrupt_ms,
+            min_answer_seconds=e.min_answer_duration_seconds,
+            max_answer_seconds=e.max_question_duration_seconds,
+            nudge_after_seconds=t.nudge_after_seconds,
+        ),
+        show_scores=e.show_scores,
+        resumed=resumed,
+        reconnect_grace_seconds=e.reconnect_grace_seconds,
+    )

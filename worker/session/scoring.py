@@ -16,8 +16,8 @@ from core.grading import ScoredAnswer
 from db import ops
 from models.base import LLM, Transcript
 from worker import protocol as p
-from worker.evaluators import Evaluation, evaluate
-from worker.exam import Evaluate, Question
+from worker.exam.evaluators import Evaluation, evaluate
+from worker.exam.flow import Evaluate, Question
 
 log = logging.getLogger(__name__)
 LATENCY_WAIT_S = 30.0  # a reply cut by a barge-in may never produce a first audio byte

@@ -8,7 +8,7 @@ Events out:
   and asks the end-of-turn model about it, then reports back with `note_eot` / `note_text`;
 - `Resumed` when speech comes back during that pause (the next segment starts);
 - `SpeechStopped` when the pause has lasted as long as the policy asks, given what is known by
-  then (`worker/turn_policy.py`; without a policy, a fixed `end_silence_ms`), or the hard maximum;
+  then (`worker/voice/policy.py`; without a policy, a fixed `end_silence_ms`), or the hard maximum;
 - `BargeIn` when the student talks over the examiner for `min_interrupt_ms`, outside the echo
   guard that follows the start of examiner audio.
 """
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from worker.turn_policy import FixedSilence, PauseSignals, Policy
+from worker.voice.policy import FixedSilence, PauseSignals, Policy
 
 FRAME_MS = 32
 

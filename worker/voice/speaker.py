@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Sequence
 
 from models.base import LLM, TTS, ModelError, Sampling
 from models.sentences import SentenceBuffer
-from worker.metrics import TurnStages
+from worker.voice.metrics import TurnStages
 
 log = logging.getLogger(__name__)
 

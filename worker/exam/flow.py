@@ -11,7 +11,7 @@ Rules, per question:
 - a request to repeat ("pardon?", "could you say the question again please") repeats the last
   prompt; "I'm sorry, I don't know the answer to that one", "pass" and the like are scored
   (zero, naturally) and the exam moves on; both are recognised in natural sentences
-  (`worker/intents.py`) and whatever their length;
+  (`worker/exam/intents.py`) and whatever their length;
 - nothing the student says is dropped: speech shorter than `min_answer_duration_seconds` is
   held and joined with what follows, and when nothing follows for `short_answer_wait_seconds`
   it is taken as the answer;
@@ -35,8 +35,8 @@ from typing import Any, Literal
 
 from core.config import ExamConfig
 from core.grading import feedback_type
-from worker.evaluators import Question, keyword_score, words
-from worker.intents import intent_of
+from worker.exam.evaluators import Question, keyword_score, words
+from worker.exam.intents import intent_of
 
 __all__ = [
     "Decision",

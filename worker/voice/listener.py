@@ -1,6 +1,6 @@
 """The listener: a student's PCM in, turn events and whole transcribed answers out.
 
-Every 32 ms chunk goes through the VAD into the turn detector (`worker/turns.py`). Each pause
+Every 32 ms chunk goes through the VAD into the turn detector (`worker/voice/turns.py`). Each pause
 inside an answer closes a segment of speech, which is transcribed at once (with the text before
 it as the ASR prompt) and kept: a pause never loses what was said before it, and at the end of
 the answer only the last segment is left to transcribe, however long the answer. At the same
@@ -16,12 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.config import Config
 from models.base import SAMPLE_RATE, VAD_CHUNK, Audio, Segment, Transcript
 from models.hub import Hub
-from worker.config import Config
-from worker.evaluators import Question, keyword_score
-from worker.turn_policy import policy_for
-from worker.turns import (
+from worker.exam.evaluators import Question, keyword_score
+from worker.voice.policy import policy_for
+from worker.voice.turns import (
     Paused,
     Resumed,
     SpeechStarted,

@@ -1,0 +1,1 @@
+"""The exam: the viva flow as a pure state machine, the evaluators, and what a student means."""
