@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import DateTime, Table
 
@@ -92,6 +92,13 @@ class ComputeResult:
 
 
 Op = Upsert | SessionUpdate | ComputeResult
+
+
+class OpSink(Protocol):
+    """Where a live session hands its ops: the write-behind writer (`db.writer.Writer`), or an
+    in-memory list in tests. `enqueue` returns the op's sequence number; no I/O, no await."""
+
+    def enqueue(self, op: Op) -> int: ...
 
 
 def upsert(table: str, **values: Any) -> Upsert:

@@ -26,7 +26,6 @@ from core.config import Config
 from core.grading import ScoredAnswer, SessionTotals, session_totals
 from db import ops
 from db.tables import utcnow
-from db.writer import Writer
 from models.base import Sampling
 from models.hub import Hub
 from worker import protocol as p
@@ -61,7 +60,7 @@ class VivaSession:
         self,
         record: SessionRecord,
         hub: Hub,
-        writer: Writer,
+        writer: ops.OpSink,
         config: Config,
         prompts: PromptCache,
         clock: Callable[[], float] = time.monotonic,
