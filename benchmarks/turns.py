@@ -11,23 +11,27 @@ through the real Silero VAD once; its frames are then replayed through the turn 
 - `vad_300`, `vad_500`, `vad_800`: VAD alone, a fixed silence ends the answer;
 - `smart_turn`: Pipecat's default, Smart Turn v3.2 run on the audio so far after a 200 ms pause
   (that audio includes the pause, as Pipecat's does), end if > 0.5, else a 3 s fallback;
-- `policy`: the worker's own (config.yaml `turn`, `worker/voice/policy.py`), fed as
-  worker/voice/listener.py feeds it: at each pause of `turn.segment_pause_ms` the segment is transcribed
-  by faster-whisper tiny.en (the earlier segments' text as the prompt) and the end-of-turn model
-  hears the answer up to the segment's end.
+- `policy`: the worker's own (config.yaml `turn`, `worker/voice/policy.py`), fed as the
+  listener (`worker/voice/listener.py`) feeds it: at each pause of `turn.segment_pause_ms` the
+  segment is transcribed by faster-whisper tiny.en (the earlier segments' text as the prompt)
+  and the end-of-turn model hears the answer up to the segment's end (`--policy-eot-audio`).
 A signal asked for at audio time t reaches the detector at t + its latency: by default the wall
-time the real call took here (each call made once and reused by every method), or fixed values
-from `--asr-ms` / `--eot-ms`. A false cut-off is a decision inside a labelled pause (or within
-150 ms after it, before the VAD hears the student again); the delay is true end -> decision.
-Prints a table; `--json PATH` writes the figures per method and a PNG (cut-offs against p50
-delay) beside it.
+time the real call took here (each call made once and reused by every method, and by later runs
+on the same set unless `--fresh`: signals_cache.json in the set's folder), or fixed values
+from `--asr-ms` / `--eot-ms`. Turn settings come from config.yaml's cpu profile and the
+environment (e.g. VIVA__TURN__SEGMENT_PAUSE_MS=200). A false cut-off is a decision inside a
+labelled pause (or within 150 ms after it, before the VAD hears the student again); the delay is
+true end -> decision. Prints a table; `--json PATH` writes the figures per method and a PNG
+(cut-offs against p50 delay) beside it.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -139,6 +143,25 @@ class Models:
     texts: dict[tuple[Any, ...], tuple[str, float]] = field(default_factory=dict)
     eots: dict[tuple[Any, ...], tuple[float, float]] = field(default_factory=dict)
 
+    def load(self, path: Path, manifest_sha: str) -> None:
+        """Answers (and measured times) of an earlier run on the same set, so a rerun that only
+        changes the policy takes seconds; the times are that run's."""
+        if not path.is_file():
+            return
+        saved = json.loads(path.read_text())
+        if saved.get("manifest_sha256") != manifest_sha:
+            return
+        self.texts.update({tuple(k): (v, ms) for k, v, ms in saved["asr"]})
+        self.eots.update({tuple(k): (v, ms) for k, v, ms in saved["eot"]})
+
+    def save(self, path: Path, manifest_sha: str) -> None:
+        data = {
+            "manifest_sha256": manifest_sha,
+            "asr": [[list(k), v, ms] for k, (v, ms) in self.texts.items()],
+            "eot": [[list(k), v, ms] for k, (v, ms) in self.eots.items()],
+        }
+        path.write_text(json.dumps(data))
+
     def timed(self, coro: Any) -> tuple[Any, float]:
         start = time.perf_counter()
         value = self.loop.run_until_complete(coro)
@@ -206,13 +229,16 @@ def signals_for(method: Method, models: Models | None, item: Item) -> Any:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    cfg = load_config(ROOT / "config.yaml", {"VIVA_PROFILE": "cpu"})
+    # config.yaml's cpu profile, with VIVA__TURN__... from the environment to try other settings.
+    cfg = load_config(ROOT / "config.yaml", {**os.environ, "VIVA_PROFILE": "cpu"})
     if not (args.set / "manifest.json").is_file():
         subprocess.run(
             [sys.executable, str(ROOT / "scripts" / "make_turn_set.py"), "--out", str(args.set)],
             check=True,
         )
     items = load_set(args.set, args.limit)
+    manifest_sha = hashlib.sha256((args.set / "manifest.json").read_bytes()).hexdigest()
+    cache = args.set / "signals_cache.json"
     every = methods(cfg, args.policy_eot_audio)
     chosen = [m for m in every if not args.methods or m.name in args.methods]
     models = None
@@ -220,6 +246,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         from models.hub import _build_asr, _build_eot
 
         models = Models(_build_asr(cfg.models), _build_eot(cfg.models), args.asr_ms, args.eot_ms)
+        if not args.fresh:
+            models.load(cache, manifest_sha)
     result: dict[str, Any] = {}
     for method in chosen:
         started = time.perf_counter()
@@ -234,6 +262,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             outcomes.append(score(item.answer, stops))
         result[method.name] = summarize([i.answer for i in items], outcomes)
         print(f"{method.name}: replayed in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    if models is not None:
+        models.save(cache, manifest_sha)
     result["set"] = describe_set(items, args.set)
     result["signals"] = {
         "asr_ms": "measured" if args.asr_ms is None else args.asr_ms,
@@ -319,12 +349,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=["segment", "pause", "both"],
         default="segment",
         help="what the policy's end-of-turn model hears: the answer up to the segment's end "
-        "(worker/voice/listener.py), or through the pause so far (as Pipecat, and smart_turn here); "
+        "(the listener), or through the pause so far (as Pipecat, and smart_turn here); "
         "`both` adds the second as `policy_eot_pause`",
     )
     parser.add_argument("--asr-ms", type=float, help="fixed ASR latency instead of measured")
     parser.add_argument(
         "--eot-ms", type=float, help="fixed end-of-turn latency instead of measured"
+    )
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="call the models again instead of reusing the answers and times of an earlier run "
+        "(kept in the set's folder, signals_cache.json)",
     )
     parser.add_argument("--json", type=Path, help="write the figures here (and a PNG beside it)")
     return parser.parse_args(argv)
