@@ -14,7 +14,8 @@ through the real Silero VAD once; its frames are then replayed through the turn 
 - `policy`: the worker's own (config.yaml `turn`, `worker/voice/policy.py`), fed as the
   listener (`worker/voice/listener.py`) feeds it: at each pause of `turn.segment_pause_ms` the
   segment is transcribed by faster-whisper tiny.en (the earlier segments' text as the prompt)
-  and the end-of-turn model hears the answer up to the segment's end (`--policy-eot-audio`).
+  and the end-of-turn model hears the answer through the pause so far, as Pipecat's does
+  (`--policy-eot-audio segment` cuts its audio at the segment's end instead: see the README).
 A signal asked for at audio time t reaches the detector at t + its latency: by default the wall
 time the real call took here (each call made once and reused by every method, and by later runs
 on the same set unless `--fresh`: signals_cache.json in the set's folder), or fixed values
@@ -86,7 +87,7 @@ class Method:
     asr: bool = False
 
 
-def methods(cfg: Config, policy_eot_audio: str = "segment") -> list[Method]:
+def methods(cfg: Config, policy_eot_audio: str = "pause") -> list[Method]:
     t = cfg.turn
     base = TurnSettings(
         threshold=t.vad_threshold,
@@ -103,7 +104,7 @@ def methods(cfg: Config, policy_eot_audio: str = "segment") -> list[Method]:
         max_wait_ms=t.max_wait_ms,
     )
     if policy_eot_audio == "both":
-        variants = [("policy", "segment"), ("policy_eot_pause", "pause")]
+        variants = [("policy", "pause"), ("policy_eot_segment", "segment")]
     else:
         variants = [("policy", policy_eot_audio)]
     for name, audio in variants:
@@ -347,10 +348,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--policy-eot-audio",
         choices=["segment", "pause", "both"],
-        default="segment",
-        help="what the policy's end-of-turn model hears: the answer up to the segment's end "
-        "(the listener), or through the pause so far (as Pipecat, and smart_turn here); "
-        "`both` adds the second as `policy_eot_pause`",
+        default="pause",
+        help="what the policy's end-of-turn model hears: through the pause so far (the "
+        "listener, as Pipecat), or the answer up to the segment's end; `both` adds the second "
+        "as `policy_eot_segment`",
     )
     parser.add_argument("--asr-ms", type=float, help="fixed ASR latency instead of measured")
     parser.add_argument(

@@ -133,6 +133,7 @@ class TurnConfig(_Frozen):
     max_wait_ms: int = Field(3000, ge=32)  # the hard maximum for any pause inside an answer
     eot_high: float = Field(0.7, ge=0, le=1)
     eot_low: float = Field(0.2, ge=0, le=1)
+    eot_sure: float = Field(0.9, ge=0, le=1.01)  # answer before the last words are transcribed
     min_answer_words: int = Field(14, ge=0)
     long_answer_words: int = Field(40, ge=1)
     coverage_done: float = Field(0.6, gt=0, le=1)

@@ -85,3 +85,19 @@ def test_config_picks_the_policy_and_checks_the_waits() -> None:
         TurnConfig(fast_ms=2000, unsure_ms=900)
     with pytest.raises(ValueError, match="eot_low"):
         TurnConfig(eot_low=0.9, eot_high=0.5)
+
+
+def test_before_the_last_words_are_transcribed_only_a_sure_model_and_a_whole_answer_end_it() -> (
+    None
+):
+    whole = "Every contract needs an offer, acceptance and consideration."
+
+    def early(eot: float, prior: str | None, coverage: float | None) -> int:
+        return POLICY.wait_ms(PauseSignals(200, 6000, eot, None, None, prior, coverage))
+
+    assert early(0.95, whole, 1.0) == S.fast_ms  # what came before already answers it
+    assert early(0.95, LONG, None) == S.fast_ms
+    assert early(0.8, whole, 1.0) == S.max_ms  # not sure enough: wait for the words
+    assert early(0.95, "Insulin is made by the beta cells.", 0.2) == S.max_ms
+    assert early(0.95, None, None) == S.max_ms  # nothing transcribed yet
+    assert early(0.05, whole, 1.0) == S.thinking_ms  # the model hears an unfinished turn

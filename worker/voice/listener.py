@@ -4,8 +4,8 @@ Every 32 ms chunk goes through the VAD into the turn detector (`worker/voice/tur
 inside an answer closes a segment of speech, which is transcribed at once (with the text before
 it as the ASR prompt) and kept: a pause never loses what was said before it, and at the end of
 the answer only the last segment is left to transcribe, however long the answer. At the same
-pause the end-of-turn model hears the answer so far; both results go back to the detector, whose
-policy decides when the pause has become the end of the answer.
+pause the end-of-turn model hears the answer so far, the pause included; both results go back to
+the detector, whose policy decides when the pause has become the end of the answer.
 """
 
 from __future__ import annotations
@@ -102,8 +102,12 @@ class Listener:
         elif isinstance(event, Paused):
             self._pause += 1
             self._close_segment(event.segment_start_ms, event.segment_end_ms)
-            start = max(self.turns.speech_start_ms or 0, event.segment_end_ms - EOT_WINDOW_MS)
-            audio = self._audio(start, event.segment_end_ms)
+            # Through the pause so far: the model was trained on turns that end in silence, and
+            # hears a finished answer far better with it (median 0.11 without, 0.61 with 200 ms
+            # of it, at the true ends of the turn benchmark's set).
+            now = self.turns.now_ms
+            start = max(self.turns.speech_start_ms or 0, now - EOT_WINDOW_MS)
+            audio = self._audio(start, now)
             self._eot = asyncio.ensure_future(self.hub.eot.probability(audio))
             self._eot.add_done_callback(self._eot_done(self._pause))
         elif isinstance(event, Resumed):

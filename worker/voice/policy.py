@@ -39,6 +39,8 @@ class PauseSignals:
     eot: float | None = None  # end-of-turn probability at this pause; None until known
     text: str | None = None  # the answer's transcript through this pause; None until known
     coverage: float | None = None  # share of expected keywords in `text`; None: none expected
+    prior_text: str | None = None  # the transcript through an earlier pause of this answer
+    prior_coverage: float | None = None
 
 
 class Policy(Protocol):
@@ -79,6 +81,9 @@ class PolicySettings:
     max_ms: int = 3000
     eot_high: float = 0.7
     eot_low: float = 0.2
+    # Sure enough to answer before the pause's last words are transcribed, when what was said
+    # before them already makes a whole answer (above 1: never).
+    eot_sure: float = 0.9
     min_words: int = 14  # fewer words than this is short for a viva question...
     long_words: int = 40  # ...and this many is an answer whatever its keywords
     coverage_done: float = 0.6  # share of the expected keywords that makes an answer whole
@@ -119,20 +124,32 @@ class VivaPolicy:
 
     def wait_ms(self, s: PauseSignals) -> int:
         cfg = self.settings
-        if s.eot is None or s.text is None:
+        if s.eot is None:
             return cfg.max_ms
+        if s.text is None:  # the pause's last segment is still being transcribed
+            if s.eot < cfg.eot_low:
+                return cfg.thinking_ms
+            before = s.prior_text or ""
+            if s.eot >= cfg.eot_sure and self._whole(before, s.prior_coverage):
+                return cfg.fast_ms
+            return cfg.max_ms  # the transcript comes within a few hundred ms: wait for it
         if not _WORD.search(s.text.lower()):
             return cfg.max_ms  # nothing said yet that a reply could answer
         if trails_off(s.text) or s.eot < cfg.eot_low:
-            return min(cfg.thinking_ms, cfg.max_ms)
-        words = len(_WORD.findall(s.text.lower()))
-        covered = s.coverage is not None and s.coverage >= cfg.coverage_done
-        whole = covered or words >= cfg.long_words
+            return cfg.thinking_ms
+        whole = self._whole(s.text, s.coverage)
         if s.eot >= cfg.eot_high:
             if whole:
                 return cfg.fast_ms
+            words = len(_WORD.findall(s.text.lower()))
             return cfg.unsure_ms if words >= cfg.min_words else cfg.short_answer_ms
         return cfg.unsure_ms if whole else cfg.short_answer_ms
+
+    def _whole(self, text: str, coverage: float | None) -> bool:
+        """An answer that covers the question's keywords, or is long whatever they are."""
+        if coverage is not None and coverage >= self.settings.coverage_done:
+            return True
+        return len(_WORD.findall(text.lower())) >= self.settings.long_words
 
 
 def policy_for(cfg: TurnConfig) -> Policy:
@@ -148,6 +165,7 @@ def policy_for(cfg: TurnConfig) -> Policy:
             max_ms=cfg.max_wait_ms,
             eot_high=cfg.eot_high,
             eot_low=cfg.eot_low,
+            eot_sure=cfg.eot_sure,
             min_words=cfg.min_answer_words,
             long_words=cfg.long_answer_words,
             coverage_done=cfg.coverage_done,

@@ -81,6 +81,7 @@ class TurnDetector:
         self._eot: float | None = None  # what is known about the current pause
         self._text: str | None = None
         self._coverage: float | None = None
+        self._prior: tuple[str, float | None] | None = None  # text through an earlier pause
         self._examiner_since: int | None = None
         self._barged = False
 
@@ -109,9 +110,19 @@ class TurnDetector:
         """The transcript of the answer through the current pause, and its keyword coverage."""
         if self._paused:
             self._text, self._coverage = text, coverage
+            self._prior = (text, coverage)
 
     def signals(self) -> PauseSignals:
-        return PauseSignals(self.pause_ms, self._voiced_ms, self._eot, self._text, self._coverage)
+        prior_text, prior_coverage = self._prior or (None, None)
+        return PauseSignals(
+            self.pause_ms,
+            self._voiced_ms,
+            self._eot,
+            self._text,
+            self._coverage,
+            prior_text,
+            prior_coverage,
+        )
 
     def examiner_started(self) -> None:
         self._examiner_since = self.now_ms
@@ -133,6 +144,7 @@ class TurnDetector:
         self._run_start = self._speech_start = self._silence_from = None
         self._segment_start = None
         self._voiced_ms = 0
+        self._prior = None
         self._forget_pause()
 
     def _forget_pause(self) -> None:
