@@ -127,8 +127,8 @@ class TurnConfig(_Frozen):
     # A pause this long closes a segment: it is transcribed and judged while the student pauses.
     segment_pause_ms: int = Field(128, ge=32)
     fast_ms: int = Field(200, ge=0)  # every signal says the answer is complete
-    unsure_ms: int = Field(900, ge=0)
-    short_answer_ms: int = Field(1700, ge=0)  # complete-sounding, but short for the question
+    unsure_ms: int = Field(1300, ge=0)
+    short_answer_ms: int = Field(1500, ge=0)  # complete-sounding, but short for the question
     thinking_ms: int = Field(2200, ge=0)  # trailing "and"/"um", or the model says unfinished
     max_wait_ms: int = Field(3000, ge=32)  # the hard maximum for any pause inside an answer
     eot_high: float = Field(0.7, ge=0, le=1)

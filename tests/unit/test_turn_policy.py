@@ -60,7 +60,7 @@ def test_a_complete_first_sentence_short_for_the_question_is_given_time() -> Non
     first = "Insulin is made by the beta cells of the pancreas."
     assert not trails_off(first)
     assert wait(0.98, first, 0.25) == S.short_answer_ms
-    assert S.short_answer_ms > 1500  # beyond the thinking pauses the goal counts
+    assert S.short_answer_ms >= 1500  # a 900 ms thinking pause is waited out with room
 
 
 def test_in_between_signals_get_a_middling_wait() -> None:

@@ -75,8 +75,8 @@ class SmartTurnOnly:
 @dataclass(frozen=True)
 class PolicySettings:
     fast_ms: int = 200
-    unsure_ms: int = 900
-    short_answer_ms: int = 1700
+    unsure_ms: int = 1300
+    short_answer_ms: int = 1500
     thinking_ms: int = 2200
     max_ms: int = 3000
     eot_high: float = 0.7
