@@ -13,9 +13,9 @@ through the real Silero VAD once; its frames are then replayed through the turn 
   (that audio includes the pause, as Pipecat's does), end if > 0.5, else a 3 s fallback;
 - `policy`: the worker's own (config.yaml `turn`, `worker/voice/policy.py`), fed as the
   listener (`worker/voice/listener.py`) feeds it: at each pause of `turn.segment_pause_ms` the
-  segment is transcribed by faster-whisper tiny.en (the earlier segments' text as the prompt)
-  and the end-of-turn model hears the answer through the pause so far, as Pipecat's does
-  (`--policy-eot-audio segment` cuts its audio at the segment's end instead: see the README).
+  open window of the answer is transcribed by faster-whisper tiny.en (the sealed windows' text
+  as the prompt) and the end-of-turn model hears the answer through the pause so far, as
+  Pipecat's does (`--policy-eot-audio segment` cuts its audio at the segment's end instead).
 A signal asked for at audio time t reaches the detector at t + its latency: by default the wall
 time the real call took here (each call made once and reused by every method, and by later runs
 on the same set unless `--fresh`: signals_cache.json in the set's folder), or fixed values
@@ -61,6 +61,7 @@ from benchmarks.turn_replay import (  # noqa: E402
 )
 from core.config import Config, load_config  # noqa: E402
 from models.base import SAMPLE_RATE, VAD_CHUNK  # noqa: E402
+from worker.voice.listener import WINDOW_MS  # noqa: E402
 from worker.voice.policy import FixedSilence, Policy, SmartTurnOnly, policy_for  # noqa: E402
 from worker.voice.turns import Paused, TurnSettings  # noqa: E402
 
@@ -192,7 +193,9 @@ def signals_for(method: Method, models: Models | None, item: Item) -> Any:
     one call at a time (its own executor), so a call waits for the one before it."""
     from worker.exam.evaluators import keyword_score
 
-    segments: dict[int, list[tuple[int, int]]] = {}  # answer start -> its segments so far
+    # answer start -> (sealed windows, the open window's start, how far it reaches), as the
+    # listener keeps them (worker/voice/listener.py)
+    windows: dict[int, tuple[list[tuple[int, int]], int, int]] = {}
     free_at = {"asr": 0.0, "eot": 0.0}  # audio ms when each model is next idle
 
     def queued(model: str, now: int, ms: float) -> float:
@@ -214,12 +217,17 @@ def signals_for(method: Method, models: Models | None, item: Item) -> Any:
             eot_ms = queued("eot", now, eot_ms)
         if not method.asr:
             return PauseResult(eot=eot, eot_ms=eot_ms)
-        done = segments.setdefault(answer_start, [])
-        done.append((event.segment_start_ms, event.segment_end_ms))
-        text, asr_ms = "", 0.0
-        for seg in done:  # the earlier ones were transcribed at their own pauses
-            part, asr_ms = models.text_of(item, seg, text)
+        sealed, start, reach = windows.get(answer_start, ([], answer_start, answer_start))
+        if event.segment_start_ms > reach and reach - start >= WINDOW_MS:
+            sealed = [*sealed, (start, reach)]  # sealed at the resume, a new window opens
+            start = event.segment_start_ms
+        windows[answer_start] = (sealed, start, event.segment_end_ms)
+        text = ""
+        for window in sealed:  # transcribed before, at their own pauses
+            part, _ = models.text_of(item, window, text)
             text = f"{text} {part}".strip()
+        part, asr_ms = models.text_of(item, (start, event.segment_end_ms), text)
+        text = f"{text} {part}".strip()
         coverage = None
         if item.keywords:
             matched = keyword_score(text, item.keywords, 10).matched

@@ -19,24 +19,13 @@ import json
 import time
 from typing import Any
 
-import numpy as np
 from aiohttp import WSMessage, WSMsgType
 
 from db import ops
+from tests.db.student import silence
 
 FRAME_BYTES = 1024  # 32 ms of 16 kHz PCM16: one VAD chunk
 FRAME_S = 0.032
-
-
-def silence(seconds: float) -> bytes:
-    return bytes(int(16000 * seconds) * 2)
-
-
-def tone(seconds: float, dbfs: float = -20.0) -> bytes:
-    """A steady 220 Hz tone: speech to the fake VAD (it goes by loudness), with no pause in it."""
-    t = np.arange(int(16000 * seconds)) / 16000
-    amplitude = 32767 * 10 ** (dbfs / 20) * np.sqrt(2)
-    return (amplitude * np.sin(2 * np.pi * 220 * t)).astype("<i2").tobytes()
 
 
 class FakeSocket:

@@ -25,7 +25,8 @@ from core.config import Config, load_config, replace_settings
 from models.base import Audio
 from models.fakes import FakeASR, FakeEOT, FakeLLM, FakeTTS, FakeVAD
 from models.hub import Hub
-from tests.inproc.fakes import FakeSocket, Microphone, RecordingWriter, tone
+from tests.db.student import tone
+from tests.inproc.fakes import FakeSocket, Microphone, RecordingWriter
 from worker.exam.flow import NUDGE, TIME_UP, Question
 from worker.session.viva import SessionRecord, VivaSession
 from worker.voice.metrics import BARGE_INS, TAKEN_BACK

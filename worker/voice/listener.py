@@ -1,9 +1,13 @@
 """The listener: a student's PCM in, turn events and whole transcribed answers out.
 
 Every 32 ms chunk goes through the VAD into the turn detector (`worker/voice/turns.py`). Each pause
-inside an answer closes a segment of speech, which is transcribed at once (with the text before
-it as the ASR prompt) and kept: a pause never loses what was said before it, and at the end of
-the answer only the last segment is left to transcribe, however long the answer. At the same
+inside an answer closes a segment of speech, and the answer is transcribed as it goes, in
+windows: at each pause the current window (from its start to this pause) is transcribed again,
+whole, with the earlier windows' text as the ASR prompt; once a window holds `WINDOW_MS` of the
+answer it is sealed at the next pause and kept, and a new one starts. So at the end of the
+answer only the last window (at most a few seconds) is left to transcribe, however long the
+answer, and short answers are transcribed whole (cutting them at every comma cost tiny.en its
+accuracy: "triage is" came out as "tree I just"). At the same
 pause the end-of-turn model hears the answer so far, the pause included; both results go back to
 the detector, whose policy decides when the pause has become the end of the answer.
 """
@@ -34,6 +38,7 @@ from worker.voice.turns import (
 PREROLL_CHUNKS = 64  # ~2 s of audio kept before an answer starts
 PAD_MS = 96  # around a segment: word edges the VAD called silence
 EOT_WINDOW_MS = 8000  # what the end-of-turn model listens to
+WINDOW_MS = 6000  # a transcription window is sealed at the first pause past this much audio
 MS_PER_CHUNK = VAD_CHUNK * 1000 // SAMPLE_RATE
 
 
@@ -72,8 +77,10 @@ class Listener:
         self._pcm = np.zeros(0, dtype=np.float32)
         self._chunks: list[np.ndarray] = []  # every chunk since the last answer ended
         self._chunks_from_ms = 0
-        self._segments: list[asyncio.Task[Transcript]] = []  # of the answer in progress
-        self._next_segment_ms = 0  # where speech not yet in a segment starts
+        self._sealed: list[asyncio.Task[Transcript]] = []  # windows of the answer in progress
+        self._current: asyncio.Task[Transcript] | None = None  # the latest, of the open window
+        self._window_ms = 0  # where the open window starts
+        self._covered_ms = 0  # how far the open window's latest transcription reaches
         self._pause = 0  # counts pauses and resumptions: late results of old pauses are dropped
         self._carried = ""  # what this answer continues (held speech, a reply taken back)
         self._eot: asyncio.Task[float] | None = None
@@ -98,10 +105,10 @@ class Listener:
 
     def _on(self, event: TurnEvent) -> None:
         if isinstance(event, SpeechStarted):
-            self._next_segment_ms = event.at_ms
+            self._window_ms = self._covered_ms = event.at_ms
         elif isinstance(event, Paused):
             self._pause += 1
-            self._close_segment(event.segment_start_ms, event.segment_end_ms)
+            self._transcribe_window(event.segment_end_ms)
             # Through the pause so far: the model was trained on turns that end in silence, and
             # hears a finished answer far better with it (median 0.11 without, 0.61 with 200 ms
             # of it, at the true ends of the turn benchmark's set).
@@ -112,21 +119,25 @@ class Listener:
             self._eot.add_done_callback(self._eot_done(self._pause))
         elif isinstance(event, Resumed):
             self._pause += 1
-            self._next_segment_ms = event.at_ms
+            if self._current is not None and self._covered_ms - self._window_ms >= WINDOW_MS:
+                self._sealed.append(self._current)  # long enough: kept, a new window starts
+                self._current = None
+                self._window_ms = self._covered_ms = event.at_ms
             if self._eot is not None:
                 self._eot.cancel()
 
-    def _close_segment(self, start_ms: int, end_ms: int) -> None:
-        audio = self._audio(max(start_ms - PAD_MS, 0), end_ms + PAD_MS)
-        before = list(self._segments)
-        task = asyncio.ensure_future(self._transcribe(before, audio))
-        task.add_done_callback(self._text_done(self._pause, task))
-        self._segments.append(task)
-        self._next_segment_ms = end_ms
+    def _transcribe_window(self, end_ms: int) -> None:
+        """Transcribe the open window up to `end_ms`; an older transcription of it is dropped."""
+        if self._current is not None and not self._current.done():
+            self._current.cancel()  # not started yet: it leaves the ASR's queue
+        audio = self._audio(max(self._window_ms - PAD_MS, 0), end_ms + PAD_MS)
+        task = asyncio.ensure_future(self._transcribe(list(self._sealed), audio))
+        task.add_done_callback(self._text_done(self._pause))
+        self._current, self._covered_ms = task, end_ms
 
-    async def _transcribe(self, before: list[asyncio.Task[Transcript]], audio: Audio) -> Transcript:
-        # The ASR runs one call at a time, in order: the earlier segments are done or nearly.
-        prompt = " ".join([self._carried, _joined([await t for t in before]).text]).strip()
+    async def _transcribe(self, sealed: list[asyncio.Task[Transcript]], audio: Audio) -> Transcript:
+        # The ASR runs one call at a time, in order: the sealed windows are done or nearly.
+        prompt = " ".join([self._carried, _joined([await t for t in sealed]).text]).strip()
         return await self.hub.asr.transcribe(audio, self.language, prompt=prompt or None)
 
     def _eot_done(self, pause: int) -> Callable[[asyncio.Task[float]], None]:
@@ -136,28 +147,30 @@ class Listener:
 
         return done
 
-    def _text_done(
-        self, pause: int, task: asyncio.Task[Transcript]
-    ) -> Callable[[asyncio.Task[Transcript]], None]:
-        def done(_: asyncio.Task[Transcript]) -> None:
-            if pause != self._pause or not all(t.done() for t in self._segments):
+    def _text_done(self, pause: int) -> Callable[[asyncio.Task[Transcript]], None]:
+        def done(task: asyncio.Task[Transcript]) -> None:
+            tasks = [*self._sealed, task]
+            if pause != self._pause or task is not self._current:
                 return
-            if any(t.cancelled() or t.exception() is not None for t in self._segments):
+            if any(not t.done() or t.cancelled() or t.exception() is not None for t in tasks):
                 return
-            said = _joined([t.result() for t in self._segments]).text
+            said = _joined([t.result() for t in tasks]).text
             text = f"{self._carried} {said}".strip()
             self.turns.note_text(text, coverage(text, self._question()))
 
         return done
 
     async def answer(self, stop: SpeechStopped) -> Answer:
-        """The whole answer that `stop` ended: its segments' transcripts, joined."""
-        if stop.end_ms - self._next_segment_ms > MS_PER_CHUNK:
+        """The whole answer that `stop` ended: its windows' transcripts, joined."""
+        current = self._current
+        if current is None or current.cancelled() or stop.end_ms - self._covered_ms > MS_PER_CHUNK:
             # Speech after the last pause (or no pause at all; or cut at the time limit).
-            self._close_segment(self._next_segment_ms, stop.end_ms)
-        segments, self._segments = self._segments, []
-        ready = all(t.done() for t in segments)
-        transcripts = list(await asyncio.gather(*segments))
+            self._transcribe_window(stop.end_ms)
+        assert self._current is not None
+        windows = [*self._sealed, self._current]
+        self._sealed, self._current = [], None
+        ready = all(t.done() for t in windows)
+        transcripts = list(await asyncio.gather(*windows))
         self.answer_ended()
         duration = (stop.end_ms - stop.start_ms) / 1000
         return Answer(_joined(transcripts), duration, ready)
@@ -176,9 +189,10 @@ class Listener:
         self.turns.reset()
 
     def close(self) -> None:
-        for task in self._segments:
-            task.cancel()
-        self._segments = []
+        for task in [*self._sealed, self._current]:
+            if task is not None:
+                task.cancel()
+        self._sealed, self._current = [], None
         if self._eot is not None:
             self._eot.cancel()
 
