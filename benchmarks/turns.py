@@ -61,7 +61,7 @@ from benchmarks.turn_replay import (  # noqa: E402
 )
 from core.config import Config, load_config  # noqa: E402
 from models.base import SAMPLE_RATE, VAD_CHUNK  # noqa: E402
-from worker.voice.listener import WINDOW_MS  # noqa: E402
+from worker.voice.listener import WINDOW_MS, coverage  # noqa: E402
 from worker.voice.policy import FixedSilence, Policy, SmartTurnOnly, policy_for  # noqa: E402
 from worker.voice.turns import Paused, TurnSettings  # noqa: E402
 
@@ -191,7 +191,6 @@ class Models:
 def signals_for(method: Method, models: Models | None, item: Item) -> Any:
     """The method's Signals over one answer: what its pauses learn, and when. Each model runs
     one call at a time (its own executor), so a call waits for the one before it."""
-    from worker.exam.evaluators import keyword_score
 
     # answer start -> (sealed windows, the open window's start, how far it reaches), as the
     # listener keeps them (worker/voice/listener.py)
@@ -228,11 +227,8 @@ def signals_for(method: Method, models: Models | None, item: Item) -> Any:
             text = f"{text} {part}".strip()
         part, asr_ms = models.text_of(item, (start, event.segment_end_ms), text)
         text = f"{text} {part}".strip()
-        coverage = None
-        if item.keywords:
-            matched = keyword_score(text, item.keywords, 10).matched
-            coverage = len(matched) / len(item.keywords)
-        return PauseResult(eot, eot_ms, text, coverage, queued("asr", now, asr_ms))
+        covered = coverage(text, item.keywords)  # as the listener judges it
+        return PauseResult(eot, eot_ms, text, covered, queued("asr", now, asr_ms))
 
     return signals if method.eot or method.asr else None
 

@@ -15,7 +15,7 @@ the detector, whose policy decides when the pause has become the end of the answ
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,12 +51,12 @@ class Answer:
     ready_at_end: bool  # every segment was transcribed before the end was decided
 
 
-def coverage(text: str, question: Question | None) -> float | None:
-    """Share of the question's expected keywords the text names; None when it has none."""
-    if question is None or not question.expected_keywords:
+def coverage(text: str, expected_keywords: Sequence[str]) -> float | None:
+    """Share of the expected keywords the text names; None when there are none."""
+    if not expected_keywords:
         return None
-    found = keyword_score(text, question.expected_keywords, question.max_score).matched
-    return len(found) / len(question.expected_keywords)
+    found = keyword_score(text, expected_keywords, max_score=1).matched
+    return len(found) / len(expected_keywords)
 
 
 class Listener:
@@ -156,7 +156,9 @@ class Listener:
                 return
             said = _joined([t.result() for t in tasks]).text
             text = f"{self._carried} {said}".strip()
-            self.turns.note_text(text, coverage(text, self._question()))
+            question = self._question()
+            keywords = question.expected_keywords if question is not None else ()
+            self.turns.note_text(text, coverage(text, keywords))
 
         return done
 
