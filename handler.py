@@ -9,7 +9,8 @@
 Outside RunPod, plain `python handler.py` runs test_input.json (or `--test_input JSON`) through
 the handler and prints what it yields. Config comes from config.yaml and the environment (see
 config.yaml's header); start-up fails fast with a clear message and a non-zero status on invalid
-config, an unreachable database, an unmigrated schema or models that fail to load.
+config, a public worker without its own secrets (VIVA_API_KEY, VIVA_TOKEN_SECRET), an
+unreachable database, an unmigrated schema or models that fail to load.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ import os
 import sys
 
 from core.config import Config, ConfigError, load_config
+from core.text import EscapedArgs
 from db.engine import DatabaseNotMigrated, DatabaseUnavailable
 from worker.http.server import serve
+from worker.service.secrets import with_secrets
 
 log = logging.getLogger("viva")
 
@@ -39,9 +42,11 @@ def main(argv: list[str] | None = None) -> int:
         level=os.environ.get("LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(EscapedArgs())
     logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
-        config = load_config(args.config, os.environ)
+        config = with_secrets(load_config(args.config, os.environ))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

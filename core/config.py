@@ -42,6 +42,10 @@ class ServerConfig(_Frozen):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     api_key: str = Field("dev-api-key-change-me", min_length=8)
+    # Signs student tokens (worker/service/secrets.py): required beyond loopback, never the API
+    # key; tokens signed with a previous secret stay valid until they expire (rotation).
+    token_secret: str | None = None
+    previous_token_secrets: tuple[str, ...] = ()
     public_url: str | None = None
     max_sessions: int = Field(8, ge=1)
     student_token_ttl_seconds: int = Field(3600, ge=60)
@@ -55,6 +59,20 @@ class ServerConfig(_Frozen):
     # Paced audio needs little, and autotuning grows it to megabytes: a client that stops reading
     # would then go unnoticed for a minute of examiner audio before the send timeout could start.
     socket_send_buffer_bytes: int = Field(65536, ge=0)
+    # What one voice socket may send: audio up to this multiple of real time plus a burst of
+    # this many seconds (a browser's buffer after a network hiccup); events (pings, updates) up
+    # to this many a second plus a burst. The excess is dropped with `rate_limited`.
+    audio_rate_limit: float = Field(1.5, ge=1)
+    audio_burst_seconds: float = Field(3, ge=0)
+    events_per_second: float = Field(20, gt=0)
+    events_burst: float = Field(40, ge=1)
+    # An HTTP connection must finish a request's headers within this long of opening (or of
+    # its last response), or it is closed: idle and header-trickling connections hold nothing.
+    keepalive_timeout_seconds: float = Field(15, gt=0)
+    max_body_bytes: int = Field(65536, ge=1024)  # JSON bodies of the API
+    # Browser origins allowed to open the voice socket and post to the API (for example
+    # "https://exams.example.org"); empty: no check. Clients without an Origin are not browsers.
+    allowed_origins: tuple[str, ...] = ()
     # SIGTERM: live sessions are told and results written within this bound, then the process exits.
     shutdown_timeout_seconds: float = Field(20, gt=0)
 
@@ -249,12 +267,19 @@ def env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
     named = {
         "DATABASE_URL": ["database", "url"],
         "VIVA_API_KEY": ["server", "api_key"],
+        "VIVA_TOKEN_SECRET": ["server", "token_secret"],
+        "VIVA_PREVIOUS_TOKEN_SECRETS": ["server", "previous_token_secrets"],
         "VIVA_PUBLIC_URL": ["server", "public_url"],
         "PORT": ["server", "port"],
     }
     for var, path in named.items():
         if env.get(var):
-            _set_path(tree, path, yaml.safe_load(env[var]) if var == "PORT" else env[var])
+            value: Any = env[var]
+            if var == "PORT":
+                value = yaml.safe_load(value)
+            elif var == "VIVA_PREVIOUS_TOKEN_SECRETS":
+                value = [part.strip() for part in value.split(",") if part.strip()]
+            _set_path(tree, path, value)
     for var, raw in env.items():
         if var.startswith(ENV_PREFIX) and len(var) > len(ENV_PREFIX):
             path = [p.lower() for p in var[len(ENV_PREFIX) :].split("__")]

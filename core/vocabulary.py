@@ -34,6 +34,7 @@ WireErrorCode: TypeAlias = Literal[
     "audio_format",
     "frame_too_large",
     "rate_limited",
+    "transcription_failed",
     # fatal: the server closes the connection with the close code docs/protocol.md lists
     "unauthorized",
     "token_expired",
@@ -47,6 +48,10 @@ WireErrorCode: TypeAlias = Literal[
 # Opening a session and the sessions API (HTTP bodies; the RunPod jobs that open sessions).
 RequestErrorCode: TypeAlias = Literal[
     "invalid_request",
+    "unsupported_media_type",
+    "request_timeout",
+    "conflict",
+    "forbidden_origin",
     "not_found",
     "practice_disabled",
     "shutting_down",

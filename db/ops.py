@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import DateTime, Table
 
+from core.text import stripped
 from db.ids import new_id
 from db.tables import Answer, AuditLog, Evaluation, Session, table, utcnow
 
@@ -150,8 +151,8 @@ def audit(
         resource_id=code[:64],
         status=status,
         details=details or {},
-        ip_address=ip_address,
-        user_agent=(user_agent or "")[:512] or None,
+        ip_address=stripped(ip_address, 64),
+        user_agent=stripped(user_agent, 512),
     )
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.text import stripped
 from db.tables import AuditLog
 
 
@@ -32,8 +33,8 @@ async def log_action(
         resource_id=resource_id,
         status=status,
         details=details or {},
-        ip_address=ip_address,
-        user_agent=user_agent,
+        ip_address=stripped(ip_address, 64),
+        user_agent=stripped(user_agent, 512),
     )
     db.add(row)
     await db.flush()

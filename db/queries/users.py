@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.tables import User
@@ -30,12 +32,21 @@ async def upsert_user(
 ) -> User:
     """The user named `username`, created when missing, its given fields updated when present.
 
-    Race-safe enough for one worker per session creation: a concurrent insert of the same
-    username fails on the unique constraint and the caller's transaction rolls back.
+    Race-safe: concurrent creates of one new username (on one worker or several) insert with
+    ON CONFLICT DO NOTHING, so exactly one row is made and every caller then updates that row.
+    An `email` that another user holds still raises IntegrityError (the caller answers 409).
     """
     user = await get_user_by_username(db, username)
     if user is None:
-        return await create_user(db, username, email or f"{username}@students.invalid", **fields)
+        values = {"username": username, "email": email or f"{username}@students.invalid"}
+        dialect = db.get_bind().dialect.name
+        insert = sqlite_insert if dialect == "sqlite" else pg_insert
+        stmt = insert(User).values(**values, **fields)
+        await db.execute(stmt.on_conflict_do_nothing(index_elements=[User.username]))
+        user = await get_user_by_username(db, username)
+        assert user is not None  # inserted now, or by whoever won the race
+        if user.email == values["email"] and all(getattr(user, k) == v for k, v in fields.items()):
+            return user
     if email is not None:
         user.email = email
     for key, value in fields.items():

@@ -18,6 +18,8 @@ from db.tables import Answer, AuditLog, Evaluation
 
 API_KEY = "test-api-key-123"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
+TOKEN_SECRET = "test-token-secret-456"  # signs student tokens; never the API key
+FAST_AUDIO_BURST_S = 30
 FAKE_MODELS = {f"models.{stage}.backend": "fake" for stage in ("vad", "asr", "llm", "tts", "eot")}
 
 
@@ -29,11 +31,14 @@ def server_config(db_url: str, journal_dir: str, **settings: Any) -> Config:
         {
             "database.url": db_url,
             "server.api_key": API_KEY,
+            "server.token_secret": TOKEN_SECRET,
             "writer.journal_dir": journal_dir,
             **FAKE_MODELS,
             # The fake ASR's constant transcript gives the viva policy nothing to judge: these
             # tests end answers on a fixed silence (tests/db/test_viva_listening.py does not).
             "turn.policy": "silence",
+            # Several tests replay a clip faster than real time: a burst that lets them.
+            "server.audio_burst_seconds": FAST_AUDIO_BURST_S,
             **settings,
         },
     )

@@ -9,7 +9,7 @@ import pytest
 from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient, TestServer
 
-from tests.db.helpers import API_KEY, AUTH, server_config, wait_ready
+from tests.db.helpers import AUTH, TOKEN_SECRET, server_config, wait_ready
 from worker.http.server import build_app
 from worker.service.tokens import issue_token
 
@@ -66,8 +66,11 @@ async def test_bad_requests(client: TestClient, body: dict, status: int, code: s
 
 async def test_auth_and_not_found(client: TestClient) -> None:
     assert (await client.get("/v1/sessions")).status == 401
-    resp = await client.post("/v1/sessions", data=b"{not json", headers=AUTH)
+    json_type = {**AUTH, "Content-Type": "application/json"}
+    resp = await client.post("/v1/sessions", data=b"{not json", headers=json_type)
     assert resp.status == 400
+    resp = await client.post("/v1/sessions", data=b"{not json", headers=AUTH)
+    assert resp.status == 415
     resp = await client.get("/v1/sessions/VIVA-XXXXXX", headers=AUTH)
     assert resp.status == 404 and (await resp.json())["error"]["code"] == "not_found"
     resp = await client.get("/v1/sessions?status=weird", headers=AUTH)
@@ -122,7 +125,7 @@ async def test_an_unreachable_database_is_a_503_not_a_500(tmp_path) -> None:  # 
         assert (await resp.json())["error"]["code"] == "database_unavailable"
         assert int(resp.headers["Retry-After"]) > 0
         code = "VIVA-ABCDEF"
-        token = issue_token(code, API_KEY, ttl_s=600)
+        token = issue_token(code, TOKEN_SECRET, ttl_s=600)
         async with c.ws_connect(f"/v1/sessions/{code}/stream?token={token}") as ws:
             event = await ws.receive_json(timeout=30)
             assert event["type"] == "error" and event["code"] == "database_unavailable"

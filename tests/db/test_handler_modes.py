@@ -27,7 +27,7 @@ import pytest
 from sqlalchemy import func, select
 
 from db.tables import Answer, Evaluation, Result, Session
-from tests.db.helpers import API_KEY, AUTH
+from tests.db.helpers import API_KEY, AUTH, FAST_AUDIO_BURST_S, TOKEN_SECRET
 from tests.db.student import Student, clip_pcm, silence
 from worker.service.tokens import issue_token, verify_token
 
@@ -51,6 +51,8 @@ def worker_env(db_url: str, tmp_path: Path, **extra: str) -> dict[str, str]:
         "VIVA_PROFILE": "fake",
         "DATABASE_URL": db_url,
         "VIVA_API_KEY": API_KEY,
+        "VIVA_TOKEN_SECRET": TOKEN_SECRET,
+        "VIVA__SERVER__AUDIO_BURST_SECONDS": str(FAST_AUDIO_BURST_S),
         "VIVA__WRITER__JOURNAL_DIR": str(tmp_path / "journal"),
         "VIVA__WRITER__BATCH_INTERVAL_MS": "60000",
         "VIVA__SERVER__SHUTDOWN_TIMEOUT_SECONDS": str(SHUTDOWN_S),
@@ -182,7 +184,7 @@ async def test_serverless_sigterm_ends_session_job(
             # /runsync answers only when the job ends, so the test finds the announced session
             # through the worker's API and signs its own token for it.
             code = await pending_session(http, ws_port, proc)
-            token = issue_token(code, API_KEY, 600)
+            token = issue_token(code, TOKEN_SECRET, 600)
             url = f"ws://127.0.0.1:{ws_port}/v1/sessions/{code}/stream?token={token}"
             async with student_at(url) as student:
                 await sigterm_after_one_answer(proc, student, db_session)
@@ -193,7 +195,7 @@ async def test_serverless_sigterm_ends_session_job(
     opened, final = items[0], items[-1]
     assert opened["type"] == "session.opened" and opened["code"] == code
     assert opened["ws_url"].startswith(f"ws://127.0.0.1:{ws_port}/v1/sessions/{code}/stream?")
-    verify_token(opened["token"], code, API_KEY)
+    verify_token(opened["token"], code, TOKEN_SECRET)
     assert final["type"] == "session.ended" and final["reason"] == "server_shutdown"
     assert final["connected"] and final["session"]["status"] == "terminated"
     await check_rows(db_session, code)

@@ -22,7 +22,7 @@ from sqlalchemy import select
 from db.queries.configuration import set_setting
 from db.tables import Answer, AuditLog, Result, Session
 from models.fakes import FakeASR, FakeTTS
-from tests.db.helpers import API_KEY, AUTH, server_config, wait_ready
+from tests.db.helpers import AUTH, TOKEN_SECRET, server_config, wait_ready
 from tests.db.student import Student, clip_pcm, silence, tone
 from worker.http.context import CONTEXT
 from worker.http.server import build_app
@@ -223,7 +223,7 @@ async def test_second_connection_and_bad_tokens_are_refused(worker: Open, db_ses
     assert (await second.until("error"))["code"] == "session_busy"
     assert await second.closed() == 4000
     code = created["session_code"]
-    expired = issue_token(code, API_KEY, ttl_s=60, now=0)
+    expired = issue_token(code, TOKEN_SECRET, ttl_s=60, now=0)
     for token, kind in ((expired, "token_expired"), ("", "unauthorized"), ("x.y", "unauthorized")):
         ws = await client.ws_connect(f"/v1/sessions/{code}/stream?token={token}")
         bad = Student(ws).start()

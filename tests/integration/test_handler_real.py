@@ -31,7 +31,7 @@ import aiohttp
 import numpy as np
 import pytest
 
-from tests.db.helpers import API_KEY, AUTH
+from tests.db.helpers import API_KEY, AUTH, TOKEN_SECRET
 from tests.db.student import Student, clip_pcm, silence
 from tests.integration.conftest import CLIPS, ROOT, clips
 from tests.integration.wer import wer
@@ -82,6 +82,7 @@ def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
     env.update(
         DATABASE_URL=f"sqlite+aiosqlite:///{tmp}/viva.db",
         VIVA_API_KEY=API_KEY,
+        VIVA_TOKEN_SECRET=TOKEN_SECRET,
         VIVA__WRITER__JOURNAL_DIR=str(tmp / "journal"),
         VIVA__SERVER__PORT=str(ws_port),
     )
@@ -240,7 +241,7 @@ async def test_session_job_serves_a_realtime_turn(worker: Worker) -> None:
         earlier = await _pending(http, worker)  # other tests' sessions are pending too
         job = asyncio.ensure_future(runsync(worker, {**LAW, "action": "session", "timeout_s": 600}))
         code = await _announced(http, worker, job, earlier)
-        token = issue_token(code, API_KEY, 600)
+        token = issue_token(code, TOKEN_SECRET, 600)
         ws = await http.ws_connect(
             f"ws://127.0.0.1:{worker.ws_port}/v1/sessions/{code}/stream?token={token}"
         )

@@ -23,7 +23,7 @@ from db.queries.configuration import set_setting
 from db.setup import migrate_and_seed
 from db.tables import Answer, Evaluation, Session
 from models.hub import Hub
-from tests.db.helpers import API_KEY, AUTH
+from tests.db.helpers import API_KEY, AUTH, TOKEN_SECRET
 from tests.db.student import FRAME, Student, clip_pcm, silence
 from tests.integration.conftest import ROOT, clips
 from tests.integration.wer import wer
@@ -119,6 +119,7 @@ def _config(db_url: str, tmp_path: Any, **settings: Any) -> Any:
         {
             "database.url": db_url,
             "server.api_key": API_KEY,
+            "server.token_secret": TOKEN_SECRET,
             "writer.journal_dir": str(tmp_path / "journal"),
             "exam.total_questions": 3,
             "exam.max_followups": 0,  # one clip per question: no follow-up to answer

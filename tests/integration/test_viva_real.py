@@ -22,7 +22,7 @@ from db.engine import create_engine, sessionmaker
 from db.setup import migrate_and_seed
 from db.tables import Answer, Evaluation, Result, Session
 from models.hub import Hub
-from tests.db.helpers import API_KEY, AUTH
+from tests.db.helpers import API_KEY, AUTH, TOKEN_SECRET
 from tests.db.student import FRAME, Student, clip_pcm, silence
 from tests.integration.conftest import ROOT, clips
 from tests.integration.wer import wer
@@ -89,6 +89,7 @@ async def test_three_questions_end_to_end(hub: Hub, empty_db_url: str, tmp_path)
         {
             "database.url": empty_db_url,
             "server.api_key": API_KEY,
+            "server.token_secret": TOKEN_SECRET,
             "writer.journal_dir": str(tmp_path / "journal"),
             "exam.total_questions": 3,
             "exam.acknowledgement": "llm" if on_postgres else "fixed",

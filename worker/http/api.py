@@ -8,7 +8,9 @@ is shared with the RunPod jobs in `worker.service.opening`); errors are typed JS
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import json
 import secrets
 from typing import TypeVar
 
@@ -16,6 +18,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.errors import CodedError
+from core.text import PlainText
 from core.vocabulary import SESSION_STATUSES, CollegeType, ErrorCode
 from db.queries.questions import scenarios
 from db.queries.sessions import get_by_code, list_sessions
@@ -25,13 +28,14 @@ from worker.service.records import session_json
 from worker.service.urls import request_ws_base, stream_url
 
 RETRY_AFTER_S = 2  # what a client told the database is unreachable should wait
+BODY_TIMEOUT_S = 10.0  # a request body trickled slower than this is refused (408)
 UNREACHABLE = "the database is unreachable; retry shortly"
 _M = TypeVar("_M", bound=BaseModel)
 
 
 class CreatePractice(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    name: str = Field(min_length=1, max_length=80)
+    name: PlainText = Field(min_length=1, max_length=80)
     college_type: CollegeType
     scenario_id: str = Field(min_length=1, max_length=64)
 
@@ -48,15 +52,20 @@ def unavailable() -> web.Response:
 
 
 def require_api_key(request: web.Request, query: bool = False) -> web.Response | None:
-    """None when the request carries the API key, else the 401 to answer. `query`: also take
-    it from `?key=` (for EventSource, which cannot set headers)."""
-    key = context(request).config.server.api_key
-    given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-    given = given or request.headers.get("X-API-Key", "")
+    """None when the request carries the API key, else the 401 to answer: in `X-API-Key` or
+    `Authorization: Bearer` (either may hold it: behind RunPod, Authorization carries RunPod's
+    own key); `query`: also `?key=` (for EventSource, which cannot set headers)."""
+    key = context(request).config.server.api_key.encode()
+    given = [
+        request.headers.get("X-API-Key", ""),
+        request.headers.get("Authorization", "").removeprefix("Bearer ").strip(),
+    ]
     if query:
-        given = given or request.query.get("key", "")
-    if not hmac.compare_digest(given.encode(), key.encode()):
-        return error(401, "unauthorized", "a valid API key is required (Authorization: Bearer)")
+        given.append(request.query.get("key", ""))
+    # Each candidate compared in constant time; undecodable header bytes simply do not match.
+    matched = [hmac.compare_digest(g.encode("utf-8", "replace"), key) for g in given if g]
+    if not any(matched):
+        return error(401, "unauthorized", "a valid API key is required (X-API-Key or Bearer)")
     return None
 
 
@@ -66,10 +75,28 @@ def ws_url(request: web.Request, code: str, token: str) -> str:
 
 
 async def _body(request: web.Request, model: type[_M]) -> _M | web.Response:
+    """The JSON body as `model`, or the typed 4xx to answer. Only `application/json` (a
+    cross-site form or a `text/plain` fetch cannot post one without a CORS preflight, which
+    this worker never grants)."""
+    if request.content_type != "application/json":
+        return error(415, "unsupported_media_type", "send the body as application/json")
     try:
-        return model.model_validate(await request.json())
-    except ValueError as exc:
-        detail = exc.errors()[0] if isinstance(exc, ValidationError) else {"msg": str(exc)}
+        async with asyncio.timeout(BODY_TIMEOUT_S):
+            raw = await request.read()
+    except TimeoutError:
+        return error(408, "request_timeout", f"the body did not arrive within {BODY_TIMEOUT_S:g} s")
+    except web.HTTPRequestEntityTooLarge as exc:
+        return error(413, "invalid_request", exc.text or "the body is too large")
+    try:
+        data = json.loads(raw)
+    except RecursionError:
+        return error(400, "invalid_request", "the JSON body is nested too deeply")
+    except ValueError as exc:  # UnicodeDecodeError is one too
+        return error(400, "invalid_request", f"the body is not JSON: {exc}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        detail = exc.errors()[0]
         where = ".".join(str(p) for p in detail.get("loc", ()))
         return error(400, "invalid_request", f"{where}: {detail['msg']}".lstrip(": "))
 

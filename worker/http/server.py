@@ -14,8 +14,10 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import signal
 from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -23,6 +25,7 @@ from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from core.config import Config
+from core.text import escaped
 from db.engine import is_unreachable
 from models.hub import Hub
 from worker.http.api import add_routes, error, unavailable
@@ -98,17 +101,38 @@ async def metrics(_request: web.Request) -> web.Response:
 
 
 class AccessLogger(AbstractAccessLogger):
-    """Access log without query strings: they carry student tokens and the monitor's key."""
+    """Access log without query strings (they carry student tokens and the monitor's key), with
+    control characters escaped (a CR/LF in a path must not forge a line)."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         self.logger.info(
             '%s "%s %s" %s %.3fs',
-            request.remote,
-            request.method,
-            request.path,
+            escaped(request.remote),
+            escaped(request.method),
+            escaped(request.path),
             response.status,
             time,
         )
+
+
+# host[:port], a bracketed IPv6 address[:port]: anything else in Host is refused, so it can never
+# reach a `ws_url` or a log line.
+_HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]{1,253})(:[0-9]{1,5})?$")
+
+
+@web.middleware
+async def _checked_request(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse a malformed Host and, when `server.allowed_origins` is set, a browser request
+    from another origin (a cross-site page opening the voice socket or posting to the API)."""
+    if not _HOST.match(request.host):
+        return error(400, "invalid_request", "the Host header is not a host name")
+    allowed = context(request).config.server.allowed_origins
+    origin = request.headers.get("Origin")
+    if allowed and origin is not None and origin not in allowed:
+        upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
+        if request.method != "GET" or upgrade:  # pages and reads stay open to links
+            return error(403, "forbidden_origin", "this origin may not use this worker")
+    return await handler(request)
 
 
 @web.middleware
@@ -121,6 +145,7 @@ async def _typed_errors(request: web.Request, handler: Handler) -> web.StreamRes
     except Exception as exc:
         if is_unreachable(exc):  # an outage, not a bug: no traceback, and a retry-later answer
             log.warning("%s %s: database unreachable (%s)", request.method, request.path, exc)
+            # (log arguments are escaped by core.text.EscapedArgs)
             return unavailable()
         log.exception("%s %s failed", request.method, request.path)
         return error(500, "internal_error", "the worker failed on this request; see its log")
@@ -132,7 +157,9 @@ def build_app(
     """The worker's application; `hub`: models already loaded (tests share one across apps),
     which the application then uses but does not close; `env`: the environment that may name
     the public address (os.environ when None)."""
-    app = web.Application(middlewares=[_typed_errors])
+    app = web.Application(
+        middlewares=[_typed_errors, _checked_request], client_max_size=config.server.max_body_bytes
+    )
     app[CONTEXT] = ctx = WorkerContext.create(config, os.environ if env is None else env)
     app.cleanup_ctx.append(_loop_lag_ctx)
     if hub is None:  # before the database: cleanup runs in reverse, so the writer drains first
@@ -155,6 +182,19 @@ def build_app(
 # --- the plain server ----------------------------------------------------------------------------
 
 
+def runner_args(config: Config) -> dict[str, Any]:
+    """The AppRunner's arguments, shared by `serve()` and the RunPod runtime. aiohttp's
+    keep-alive timer also runs from a connection's opening until its first request's headers
+    are in, so it is the header-read timeout too."""
+    cfg = config.server
+    return {
+        "handle_signals": False,
+        "shutdown_timeout": cfg.shutdown_timeout_seconds,
+        "access_log_class": AccessLogger,
+        "keepalive_timeout": cfg.keepalive_timeout_seconds,
+    }
+
+
 async def serve(config: Config, health_port: int | None = None) -> str | None:
     """Serve HTTP/WebSocket on `server.port` (and `/ping` with the rest on `health_port` when
     it differs) until SIGTERM/SIGINT; None after a clean stop, else why the worker failed."""
@@ -172,12 +212,7 @@ async def serve(config: Config, health_port: int | None = None) -> str | None:
     ctx.models.on_failure = warmup_failed
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    runner = web.AppRunner(
-        app,
-        handle_signals=False,
-        shutdown_timeout=cfg.shutdown_timeout_seconds,
-        access_log_class=AccessLogger,
-    )
+    runner = web.AppRunner(app, **runner_args(config))
     try:
         await runner.setup()
         ports = [cfg.port] + ([health_port] if health_port and health_port != cfg.port else [])

@@ -22,7 +22,7 @@ from worker.http.context import context
 from worker.service.context import WorkerContext
 from worker.service.live import Refused
 from worker.service.records import exam_questions
-from worker.service.tokens import TokenError, verify_token
+from worker.service.tokens import TokenError, check_token
 from worker.session.viva import SessionRecord, VivaSession
 from worker.voice.metrics import WS_ERRORS
 
@@ -96,7 +96,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     ctx, code = context(request), request.match_info["code"].upper()
     _bound_send_buffer(request, ctx.config.server.socket_send_buffer_bytes)
     try:
-        verify_token(request.query.get("token", ""), code, ctx.config.server.api_key)
+        check_token(request.query.get("token", ""), code, ctx.config.server)
     except TokenError as exc:
         _reject_token(request, code, str(exc))
         kind: p.ErrorCode = "token_expired" if "expired" in str(exc) else "unauthorized"

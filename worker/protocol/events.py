@@ -15,6 +15,7 @@ from typing import Annotated, Literal, TypeAlias, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from core.text import PlainText
 from core.vocabulary import FeedbackType, Grade, WireErrorCode
 
 PROTOCOL_VERSION = "1"
@@ -34,6 +35,8 @@ ResponseKind: TypeAlias = Literal[
 EndReason: TypeAlias = Literal["completed", "terminated", "server_shutdown", "timeout"]
 CancelReason: TypeAlias = Literal["barge_in", "client_cancel", "superseded"]
 JsonScalar: TypeAlias = str | int | float | bool | None
+# What a client may tell about itself: stored in the audit log, so no NUL or control characters.
+ClientScalar: TypeAlias = Annotated[PlainText, Field(max_length=256)] | int | float | bool | None
 
 
 class CloseCode(IntEnum):
@@ -259,7 +262,7 @@ ServerEvent: TypeAlias = Annotated[
 class SessionUpdateEvent(_ClientEvent):
     type: Literal["session.update"] = "session.update"
     # Free-form facts about the client (app, version, platform), kept for the audit log.
-    client_info: dict[Annotated[str, Field(max_length=64)], JsonScalar] = Field(
+    client_info: dict[Annotated[PlainText, Field(max_length=64)], ClientScalar] = Field(
         default_factory=dict, max_length=32
     )
 

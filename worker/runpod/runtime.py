@@ -30,7 +30,7 @@ from aiohttp import web
 
 from core.config import Config
 from worker.http.context import CONTEXT
-from worker.http.server import DRAIN_S, AccessLogger, build_app
+from worker.http.server import DRAIN_S, build_app, runner_args
 from worker.runpod.runner import JobRunner
 from worker.service.context import WorkerContext
 from worker.service.urls import local_ws_base, public_ws_base
@@ -114,12 +114,7 @@ class Runtime:
         cfg = self.config.server
         self.app = app = build_app(self.config, env=self._env)
         self.context = ctx = app[CONTEXT]
-        self._runner = web.AppRunner(
-            app,
-            handle_signals=False,
-            shutdown_timeout=cfg.shutdown_timeout_seconds,
-            access_log_class=AccessLogger,
-        )
+        self._runner = web.AppRunner(app, **runner_args(self.config))
         await self._runner.setup()  # the database opens here; the models load in the background
         try:
             await web.TCPSite(self._runner, cfg.host, cfg.port).start()

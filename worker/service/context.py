@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from core.config import Config
 from worker.service.live import LiveSessions
 from worker.service.resources import Database, open_database
+from worker.service.secrets import with_secrets
 from worker.service.urls import public_ws_base
 from worker.service.warmup import Models
 from worker.voice.metrics import LoopLag
@@ -35,6 +36,8 @@ class WorkerContext:
 
     @classmethod
     def create(cls, config: Config, env: Mapping[str, str]) -> WorkerContext:
+        """Raises ConfigError when a public worker lacks its own secrets."""
+        config = with_secrets(config)
         loop_lag = LoopLag()
         return cls(
             config=config,

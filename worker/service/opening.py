@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy.exc import IntegrityError
 
 from core.config import Config
 from core.errors import CodedError
+from core.text import PlainText, stripped
 from core.vocabulary import CollegeType, RequestErrorCode
 from db.queries.audit import log_action
 from db.queries.questions import questions_for
@@ -22,18 +24,30 @@ from db.queries.sessions import create_session
 from db.queries.users import upsert_user
 from worker.service.live import LiveSessions
 from worker.service.resources import Database
-from worker.service.tokens import issue_token
+from worker.service.tokens import issue_token, signing_secret
 
 STUDENT_ID_PATTERN = r"^[A-Za-z0-9_.@-]+$"
+EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+# Names the platform's students may not take: the seeded staff accounts and the like. Existing
+# users who are not students are refused too (`open_session`), whatever their name.
+RESERVED_IDS = frozenset({"admin", "administrator", "root", "system", "examiner", "monitor"})
+USER_AGENT_CHARS = 512
 
 
 class CreateSession(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     student_id: str = Field(min_length=1, max_length=64, pattern=STUDENT_ID_PATTERN)
-    full_name: str | None = Field(None, max_length=255)
-    email: str | None = Field(None, max_length=255)
+    full_name: PlainText | None = Field(None, max_length=255)
+    email: PlainText | None = Field(None, max_length=255, pattern=EMAIL_PATTERN)
     college_type: CollegeType
-    scenario_id: str = Field(min_length=1, max_length=64)
+    scenario_id: PlainText = Field(min_length=1, max_length=64)
+
+    @field_validator("student_id")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value.lower() in RESERVED_IDS:
+            raise ValueError(f"{value!r} is reserved")
+        return value
 
 
 class OpenRefused(CodedError):
@@ -76,13 +90,20 @@ async def open_session(
             raise OpenRefused(
                 404, "unknown_scenario", f"no questions for {body.college_type}/{body.scenario_id}"
             )
-        user = await upsert_user(
-            db,
-            body.student_id,
-            body.email,
-            full_name=body.full_name,
-            college_type=body.college_type,
-        )
+        try:
+            user = await upsert_user(
+                db,
+                body.student_id,
+                body.email,
+                full_name=body.full_name,
+                college_type=body.college_type,
+            )
+        except IntegrityError:  # the username is race-safe: only the email can collide
+            raise OpenRefused(
+                409, "conflict", "that email belongs to another user; give another or none"
+            ) from None
+        if user.role != "student":
+            raise OpenRefused(409, "conflict", f"{body.student_id!r} is not a student account")
         total = min(cfg.exam.total_questions, len(questions), total_questions or len(questions))
         sess = await create_session(db, user.id, body.college_type, body.scenario_id, total)
         await log_action(
@@ -93,8 +114,8 @@ async def open_session(
             resource_type="session",
             resource_id=sess.session_code,
             ip_address=ip_address,
-            user_agent=user_agent,
+            user_agent=stripped(user_agent, USER_AGENT_CHARS),
         )
     ttl = cfg.server.student_token_ttl_seconds
-    token = issue_token(sess.session_code, cfg.server.api_key, ttl)
+    token = issue_token(sess.session_code, signing_secret(cfg.server), ttl)
     return Opened(sess.id, user.id, sess.session_code, token, ttl, total)

@@ -21,7 +21,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from models.base import SAMPLE_RATE, pcm16_to_float
+from models.base import SAMPLE_RATE, ModelError, pcm16_to_float
 from worker import protocol as p
 from worker.exam.flow import Decision, Evaluate, Finish, Ignored, Say
 from worker.exam.intents import intent_of
@@ -29,6 +29,7 @@ from worker.voice.host import Dropped, Heard, Over, SessionHost
 from worker.voice.listener import Listener
 from worker.voice.metrics import BARGE_INS, SLOW_CONSUMERS, TAKEN_BACK, TurnStages
 from worker.voice.outbox import SlowConsumer
+from worker.voice.pacing import Bucket
 from worker.voice.replies import Replies
 from worker.voice.turns import BargeIn, SpeechStarted, SpeechStopped
 
@@ -72,6 +73,9 @@ class Conversation:
         self._quiet_since: float | None = None
         self._last_tick = self.clock()
         self._last_rate_error = 0.0
+        server = self.cfg.server
+        self._audio_pace = Bucket(server.audio_rate_limit, server.audio_burst_seconds, self.clock)
+        self._event_pace = Bucket(server.events_per_second, server.events_burst, self.clock)
 
     async def run(self, resumed: bool) -> None:
         """Serve this connection until it drops or the session ends."""
@@ -115,26 +119,31 @@ class Conversation:
     async def _receive(self) -> None:
         async for msg in self.ws:
             if msg.type == WSMsgType.BINARY:
+                seconds = len(msg.data) / 2 / SAMPLE_RATE
                 try:
                     p.check_audio_frame(msg.data)
+                    if not self._audio_pace.admit(seconds):
+                        raise asyncio.QueueFull  # beyond real time plus the margin: dropped
                     self.audio_in.put_nowait(msg.data)
-                    self.s.usage.audio_in_seconds += len(msg.data) / 2 / SAMPLE_RATE
+                    self.s.usage.audio_in_seconds += seconds
                 except p.ProtocolError as exc:
                     self._emit(exc.to_event())
                 except asyncio.QueueFull:
-                    self._rate_limited()
+                    self._rate_limited("audio arrives faster than real time; frames dropped")
             elif msg.type == WSMsgType.TEXT:
+                if not self._event_pace.admit(1):
+                    self._rate_limited("too many events; this one was dropped")
+                    continue
                 try:
                     await self._on_client_event(p.parse_client_event(msg.data))
                 except p.ProtocolError as exc:
                     self._emit(exc.to_event())
         raise Dropped("client disconnected")
 
-    def _rate_limited(self) -> None:
+    def _rate_limited(self, message: str) -> None:
         now = self.clock()
         if now - self._last_rate_error >= 1.0:  # one error a second, not one per frame
             self._last_rate_error = now
-            message = "audio arrives faster than real time; frames dropped"
             self._emit(p.ErrorEvent(code="rate_limited", message=message))
 
     async def _on_client_event(self, event: Any) -> None:
@@ -211,7 +220,14 @@ class Conversation:
         self._emit(
             p.SpeechStoppedEvent(item_id=f"item_{event.start_ms}", audio_end_ms=event.end_ms)
         )
-        answer = await self.listener.answer(event)
+        try:
+            answer = await self.listener.answer(event)
+        except ModelError as exc:  # the model refused this answer's audio: this turn only
+            log.warning("session %s: answer not transcribed: %s", self.r.code, exc)
+            self._quiet_since = self.clock()
+            message = "your answer could not be transcribed; please say it again"
+            self._emit(p.ErrorEvent(code="transcription_failed", message=message))
+            return
         transcript, duration = answer.transcript, answer.duration_s
         stages.asr = (self.clock() - decided) * 1000
         stages.asr_speculative = answer.ready_at_end

@@ -10,6 +10,9 @@ answer, and short answers are transcribed whole (cutting them at every comma cos
 accuracy: "triage is" came out as "tree I just"). At the same
 pause the end-of-turn model hears the answer so far, the pause included; both results go back to
 the detector, whose policy decides when the pause has become the end of the answer.
+
+An answer is at most `exam.max_question_duration_seconds` of audio (counted on the audio clock,
+so a client that sends faster than real time cannot grow it): then it is cut and answered.
 """
 
 from __future__ import annotations
@@ -73,6 +76,8 @@ class Listener:
         )
         self.turns = TurnDetector(settings, policy_for(t))
         self.hub, self.language, self._question = hub, cfg.models.asr.language, question
+        # On the audio clock, whatever the wall clock says: this bounds the answer's buffer.
+        self.max_answer_ms = int(cfg.exam.max_question_duration_seconds * 1000)
         self.vad = hub.vad.stream()
         self._pcm = np.zeros(0, dtype=np.float32)
         self._chunks: list[np.ndarray] = []  # every chunk since the last answer ended
@@ -100,6 +105,9 @@ class Listener:
             for event in self.turns.push(self.vad.probability(chunk)):
                 self._on(event)
                 events.append(event)
+            start = self.turns.speech_start_ms
+            if start is not None and self.turns.now_ms - start >= self.max_answer_ms:
+                events.append(self.turns.cut())  # the answer's time is up on the audio clock
             self._forget_silence()
         return events
 
