@@ -77,6 +77,31 @@ class ServerConfig(_Frozen):
     shutdown_timeout_seconds: float = Field(20, gt=0)
 
 
+class LimitsConfig(_Frozen):
+    """Admission (worker/service/admission.py). Per client IP, token buckets: a rate and a
+    burst. Behind a proxy every client shares the proxy's address: size these for that."""
+
+    # Keyed POST /v1/sessions: the platform may open a whole class at once from one address.
+    creates_per_second: float = Field(20, gt=0)
+    creates_burst: float = Field(200, ge=1)
+    practice_per_minute: float = Field(6, gt=0)  # open POST /v1/practice
+    practice_burst: float = Field(3, ge=1)
+    # A school behind one NAT opens many sockets at once: generous, but bounded.
+    ws_opens_per_second: float = Field(2, gt=0)
+    ws_opens_burst: float = Field(30, ge=1)
+    # A guest session takes a slot when created (not only when connected) until it connects
+    # or this long passes; at most this many guest sessions wait to connect at once.
+    practice_pending_seconds: float = Field(60, gt=0)
+    practice_pending_max: int = Field(4, ge=0)
+    # Slots guest sessions never take, kept for the platform's keyed sessions.
+    reserved_sessions: int = Field(2, ge=0)
+    # A session in which the student has not spoken for this long ends (its slot comes back).
+    idle_session_seconds: float = Field(300, gt=0)
+    # Repeated audit events (a refused token, a client's info) write one row per client per
+    # window, with the count.
+    audit_window_seconds: float = Field(60, gt=0)
+
+
 class DatabaseConfig(_Frozen):
     url: str = "sqlite+aiosqlite:///./data/viva.db"
     pool_size: int = Field(10, ge=1)
@@ -235,6 +260,7 @@ class ModelsConfig(_Frozen):
 class Config(_Frozen):
     profile: Literal["cpu", "gpu", "fake"] = "cpu"
     server: ServerConfig = ServerConfig()
+    limits: LimitsConfig = LimitsConfig()
     database: DatabaseConfig = DatabaseConfig()
     writer: WriterConfig = WriterConfig()
     exam: ExamConfig = ExamConfig()

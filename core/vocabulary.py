@@ -42,6 +42,7 @@ WireErrorCode: TypeAlias = Literal[
     "session_closed",
     "session_busy",
     "at_capacity",
+    "too_many_connections",
     "database_unavailable",
     "internal_error",
 ]

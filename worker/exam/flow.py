@@ -146,6 +146,10 @@ class ExamFlow:
         self.index = 0
         self.followups_used = 0
         self.question_started_at: float | None = None
+        # Outage time given back to the current question on resume, at most the grace period
+        # per question: reconnecting cannot hold a question (and a slot) open forever.
+        self._outage_credit = cfg.reconnect_grace_seconds
+        self._paused_at: float | None = None
         self.answered = 0  # questions with at least one answer sent for scoring
         self._nudged = False
         self._attempts: list[str] = []  # what was said to the current question
@@ -178,13 +182,22 @@ class ExamFlow:
         fixed = [*ACKNOWLEDGEMENTS, MOVE_ON, TIME_UP, NUDGE, CLOSING]
         return [_greeting(len(self.questions)), _prompt(0, self.questions[0]), *fixed]
 
+    def pause(self) -> None:
+        """The connection dropped: the outage may be given back to the question on resume."""
+        self._paused_at = self._clock()
+
     def resume(self) -> list[Decision]:
-        """The student came back after a dropped connection: ask the current prompt again, with
-        the question's time limit restarted (the outage was not their thinking time)."""
+        """The student came back after a dropped connection: ask the current prompt again. The
+        outage was not their thinking time, so it is given back to the question's time limit,
+        up to `reconnect_grace_seconds` per question in all."""
         self._undo = None
+        paused_at, self._paused_at = self._paused_at, None
         if self.phase != "listening":
             return []
-        self.question_started_at = self._clock()
+        if paused_at is not None and self.question_started_at is not None:
+            credit = min(max(0.0, self._clock() - paused_at), self._outage_credit)
+            self.question_started_at += credit
+            self._outage_credit -= credit
         self._nudged = False
         return [Say(f"Welcome back. {self._last_prompt}", "repeat")]
 
@@ -326,6 +339,7 @@ class ExamFlow:
         "index",
         "followups_used",
         "question_started_at",
+        "_outage_credit",
         "answered",
         "_nudged",
         "_attempts",
@@ -359,6 +373,7 @@ class ExamFlow:
     def _ask(self) -> Say:
         self.phase = "listening"
         self.question_started_at = self._clock()
+        self._outage_credit = self.cfg.reconnect_grace_seconds
         self.followups_used = 0
         self._nudged = False
         self._attempts = []

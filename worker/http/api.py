@@ -101,9 +101,17 @@ async def _body(request: web.Request, model: type[_M]) -> _M | web.Response:
         return error(400, "invalid_request", f"{where}: {detail['msg']}".lstrip(": "))
 
 
+def too_many(what: str) -> web.Response:
+    response = error(429, "rate_limited", f"too many {what} from this address; retry shortly")
+    response.headers["Retry-After"] = str(RETRY_AFTER_S)
+    return response
+
+
 async def create(request: web.Request) -> web.Response:
     if (denied := require_api_key(request)) is not None:
         return denied
+    if not context(request).admission.allow("create", request.remote):
+        return too_many("sessions")
     body = await _body(request, CreateSession)
     return body if isinstance(body, web.Response) else await _open(request, body)
 
@@ -112,6 +120,8 @@ async def practice(request: web.Request) -> web.Response:
     """A guest viva started from the student page (config `server.practice_sessions`)."""
     if not context(request).config.server.practice_sessions:
         return error(403, "practice_disabled", "practice sessions are off on this worker")
+    if not context(request).admission.allow("practice", request.remote):
+        return too_many("practice sessions")
     body = await _body(request, CreatePractice)
     if isinstance(body, web.Response):
         return body
@@ -121,7 +131,7 @@ async def practice(request: web.Request) -> web.Response:
         college_type=body.college_type,
         scenario_id=body.scenario_id,
     )
-    return await _open(request, guest)
+    return await _open(request, guest, guest=True)
 
 
 async def catalog(request: web.Request) -> web.Response:
@@ -140,7 +150,7 @@ async def catalog(request: web.Request) -> web.Response:
     )
 
 
-async def _open(request: web.Request, body: CreateSession) -> web.Response:
+async def _open(request: web.Request, body: CreateSession, guest: bool = False) -> web.Response:
     ctx = context(request)
     try:
         opened = await open_session(
@@ -150,6 +160,7 @@ async def _open(request: web.Request, body: CreateSession) -> web.Response:
             body,
             ip_address=request.remote,
             user_agent=request.headers.get("User-Agent"),
+            guest=guest,
         )
     except CodedError as exc:  # a refusal (unknown scenario, full, unhealthy): typed, with status
         return error(exc.status, exc.code, exc.message)

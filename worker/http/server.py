@@ -61,6 +61,7 @@ async def _end_sessions(app: web.Application) -> None:
     session can still say goodbye and hand its result to the writer."""
     ctx = app[CONTEXT]
     await ctx.live.shutdown(ctx.config.server.shutdown_timeout_seconds)
+    ctx.rejected_tokens.flush()
 
 
 async def _loop_lag_ctx(app: web.Application) -> AsyncIterator[None]:

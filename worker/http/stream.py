@@ -12,7 +12,6 @@ import socket
 
 from aiohttp import web
 
-from db import ops
 from db.engine import is_unreachable
 from db.queries.sessions import get_by_code
 from db.tables import User
@@ -69,17 +68,10 @@ async def _load_session(ctx: WorkerContext, code: str) -> VivaSession:
 
 
 def _reject_token(request: web.Request, code: str, reason: str) -> None:
-    """Audit a refused token (through the writer: no database call on this path)."""
-    context(request).db().writer.enqueue(
-        ops.audit(
-            "token.rejected",
-            code,
-            status="failure",
-            details={"reason": reason},
-            ip_address=request.remote,
-            user_agent=request.headers.get("User-Agent"),
-        )
-    )
+    """Audit a refused token: through the writer (no database call on this path), and at most
+    one row per client address per window, with the count."""
+    details = {"session_code": code[:64], "reason": reason}
+    context(request).rejected_tokens.hit(request.remote or "?", details)
 
 
 def _bound_send_buffer(request: web.Request, size: int) -> None:
@@ -95,6 +87,9 @@ async def stream(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     ctx, code = context(request), request.match_info["code"].upper()
     _bound_send_buffer(request, ctx.config.server.socket_send_buffer_bytes)
+    if not ctx.admission.allow("ws", request.remote):
+        message = "too many connections from this address; retry shortly"
+        return await _refuse(ws, "too_many_connections", message)
     try:
         check_token(request.query.get("token", ""), code, ctx.config.server)
     except TokenError as exc:

@@ -59,6 +59,7 @@ CLOSE_CODE_FOR: Mapping[ErrorCode, CloseCode] = {
     "session_closed": CloseCode.SESSION_CLOSED,
     "session_busy": CloseCode.SESSION_BUSY,
     "at_capacity": CloseCode.TRY_AGAIN_LATER,
+    "too_many_connections": CloseCode.TRY_AGAIN_LATER,
     "database_unavailable": CloseCode.TRY_AGAIN_LATER,
     "internal_error": CloseCode.INTERNAL_ERROR,
 }

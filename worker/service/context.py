@@ -8,6 +8,7 @@ and the RunPod jobs take.
 - `models`: the model hub and the prompt cache, loaded in the background (`worker.service.warmup`).
 - `live`: the sessions this process holds; `loop_lag`: the event-loop lag probe.
 - `public_ws_base`: where students reach this worker from outside, when that is known.
+- `admission`: per-client limits; `rejected_tokens`: the throttled audit of refused tokens.
 """
 
 from __future__ import annotations
@@ -15,14 +16,18 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from core.config import Config
+from db import ops
+from worker.service.admission import Admission
 from worker.service.live import LiveSessions
 from worker.service.resources import Database, open_database
 from worker.service.secrets import with_secrets
 from worker.service.urls import public_ws_base
 from worker.service.warmup import Models
 from worker.voice.metrics import LoopLag
+from worker.voice.pacing import AuditThrottle
 
 
 @dataclass
@@ -30,9 +35,25 @@ class WorkerContext:
     config: Config
     live: LiveSessions
     models: Models
+    admission: Admission
     loop_lag: LoopLag = field(default_factory=LoopLag)
     database: Database | None = None
     public_ws_base: str | None = None
+    rejected_tokens: AuditThrottle = field(init=False)
+
+    def __post_init__(self) -> None:
+        # One `token.rejected` row per client address per window, with the count.
+        window = self.config.limits.audit_window_seconds
+        self.rejected_tokens = AuditThrottle(window, self._audit_rejected)
+
+    def _audit_rejected(self, client: str, details: dict[str, Any]) -> None:
+        if self.database is None:
+            return
+        code = str(details.get("session_code", ""))
+        row = ops.audit(
+            "token.rejected", code, status="failure", details=details, ip_address=client
+        )
+        self.database.writer.enqueue(row)
 
     @classmethod
     def create(cls, config: Config, env: Mapping[str, str]) -> WorkerContext:
@@ -41,7 +62,8 @@ class WorkerContext:
         loop_lag = LoopLag()
         return cls(
             config=config,
-            live=LiveSessions(config.server.max_sessions),
+            live=LiveSessions(config.server.max_sessions, config.limits),
+            admission=Admission(config.limits),
             # Loop lag is judged from readiness on: loading the models stalls the loop at start.
             models=Models(on_ready=loop_lag.reset),
             loop_lag=loop_lag,

@@ -11,9 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from core.config import LimitsConfig
 from core.errors import CodedError
 from core.vocabulary import WireErrorCode
 from worker.voice.metrics import LIVE_SESSIONS
@@ -23,6 +26,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 WATCH_QUEUE = 256  # a monitor that falls this far behind loses the oldest updates
+GUESTS_REMEMBERED = 4096  # guest codes known as such (reserved slots stay closed to them)
 
 
 class Refused(CodedError):
@@ -35,16 +39,39 @@ class Refused(CodedError):
 
 
 class LiveSessions:
-    def __init__(self, max_sessions: int):
+    """`max_sessions` slots. Guest (practice) sessions are held to fewer: they never take the
+    last `reserved` slots, and a guest session holds its slot from its creation until it
+    connects or `pending_s` passes, at most `pending_max` of them at once (a stranger cannot
+    fill the worker with sessions nobody joins)."""
+
+    def __init__(
+        self,
+        max_sessions: int,
+        limits: LimitsConfig | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        limits = limits or LimitsConfig()
         self.max_sessions = max_sessions
+        self.reserved = limits.reserved_sessions
+        self.pending_max = limits.practice_pending_max
+        self.pending_s = limits.practice_pending_seconds
         self.accepting = True
+        self._clock = clock
         self._sessions: dict[str, VivaSession] = {}
         self._opening: set[str] = set()
+        self._pending: dict[str, float] = {}  # guest sessions not connected yet -> expiry
+        self._guests: OrderedDict[str, None] = OrderedDict()  # recent guest session codes
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._watchers: set[asyncio.Queue[dict[str, Any]]] = set()
 
     def __len__(self) -> int:
-        return len(self._sessions) + len(self._opening)
+        self._expire()
+        return len(self._sessions) + len(self._opening) + len(self._pending)
+
+    def _expire(self) -> None:
+        now = self._clock()
+        for code in [c for c, expiry in self._pending.items() if expiry <= now]:
+            del self._pending[code]
 
     def __contains__(self, code: str) -> bool:
         return code in self._sessions
@@ -55,11 +82,22 @@ class LiveSessions:
     def summaries(self) -> list[dict[str, Any]]:
         return [s.summary() for s in self._sessions.values()]
 
-    def check_capacity(self) -> None:
+    def check_capacity(self, guest: bool = False) -> None:
         if not self.accepting:
             raise Refused("at_capacity", "this worker is shutting down")
         if len(self) >= self.max_sessions:
             raise Refused("at_capacity", f"this worker holds {self.max_sessions} sessions")
+        if guest and len(self) >= self.max_sessions - self.reserved:
+            raise Refused("at_capacity", "the remaining sessions are kept for the exam platform")
+        if guest and len(self._pending) >= self.pending_max:
+            raise Refused("at_capacity", "too many practice sessions are waiting to start")
+
+    def hold(self, code: str) -> None:
+        """A guest session was just created: its slot is taken until it connects or expires."""
+        self._pending[code] = self._clock() + self.pending_s
+        self._guests[code] = None
+        while len(self._guests) > GUESTS_REMEMBERED:
+            self._guests.popitem(last=False)
 
     async def open(self, code: str, make: Callable[[], Awaitable[VivaSession]]) -> VivaSession:
         """The live session for `code`: the one waiting for its student to come back, or a new
@@ -71,7 +109,9 @@ class LiveSessions:
             return existing
         if code in self._opening:
             raise Refused("session_busy", "another connection is opening this session")
-        self.check_capacity()
+        self._expire()
+        if self._pending.pop(code, None) is None:  # a held guest slot becomes its live slot
+            self.check_capacity(guest=code in self._guests)
         self._opening.add(code)
         try:
             session = await make()

@@ -74,16 +74,18 @@ async def open_session(
     total_questions: int | None = None,
     ip_address: str | None = None,
     user_agent: str | None = None,
+    guest: bool = False,
 ) -> Opened:
     """A new pending session for `body`. `live`: the sessions it will join when the student
     connects (capacity is checked); None for a session that never goes live (a recorded viva).
-    `total_questions` caps the exam below `cfg.exam.total_questions`."""
+    `total_questions` caps the exam below `cfg.exam.total_questions`. `guest`: a practice
+    session, held to the guest limits of `LiveSessions` and holding its slot from now on."""
     if not database.writer.healthy:
         raise OpenRefused(
             503, "unhealthy", "the worker's journal is over its limit; try another worker"
         )
     if live is not None:
-        live.check_capacity()  # Refused, 503
+        live.check_capacity(guest)  # Refused, 503
     async with database.sessions() as db, db.begin():
         questions = await questions_for(db, body.college_type, body.scenario_id)
         if not questions:
@@ -116,6 +118,8 @@ async def open_session(
             ip_address=ip_address,
             user_agent=stripped(user_agent, USER_AGENT_CHARS),
         )
+    if live is not None and guest:
+        live.hold(sess.session_code)
     ttl = cfg.server.student_token_ttl_seconds
     token = issue_token(sess.session_code, signing_secret(cfg.server), ttl)
     return Opened(sess.id, user.id, sess.session_code, token, ttl, total)

@@ -36,6 +36,7 @@ from worker.voice.connection import Conversation
 from worker.voice.host import Heard
 from worker.voice.metrics import CONNECTED, SESSIONS_ENDED
 from worker.voice.outbox import SlowConsumer
+from worker.voice.pacing import AuditThrottle
 from worker.voice.speaker import PromptCache, Speaker
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,11 @@ class VivaSession:
         self.on_change: Callable[[dict[str, Any]], None] = lambda _: None
         self.connected = False
         self.ending = False  # the closing words, result and close are under way
+        self.last_speech_at = clock()
+        # A client repeating `session.update` writes one `client.info` row per window.
+        self._client_info = AuditThrottle(
+            config.limits.audit_window_seconds, lambda _key, d: self.audit("client.info", d)
+        )
         self.latencies: list[float] = []
         # Connections handed over by `serve()`; None wakes the wait between connections.
         self._arrivals: asyncio.Queue[_Arrival | None] = asyncio.Queue()
@@ -195,6 +201,7 @@ class VivaSession:
         """The session's end and its result, through the writer (after every evaluation, so
         the result computed in the database sees them all)."""
         self._finished = True
+        self._client_info.flush()
         lat = self.latencies
         self.enqueue(
             ops.session_update(
@@ -256,6 +263,9 @@ class VivaSession:
         self.enqueue(
             ops.audit(action, r.code, session_id=r.session_id, user_id=r.user_id, details=details)
         )
+
+    def client_info(self, details: dict[str, Any]) -> None:
+        self._client_info.hit(self.r.code, details)
 
     def summary(self) -> dict[str, Any]:
         """What a monitor shows about this session."""

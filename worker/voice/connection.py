@@ -106,6 +106,7 @@ class Conversation:
         finally:
             self._tg = self.replies.tg = None
             self._commit()  # the student left: the reply to their last answer stands
+            self.flow.pause()
             self.s.usage.audio_out_seconds += self.out.audio_seconds
             self.replies.close()
             self.listener.close()
@@ -162,7 +163,7 @@ class Conversation:
             self.listener.clear()
             self._emit(p.InputAudioBufferClearedEvent())
         elif isinstance(event, p.SessionUpdateEvent):
-            self.s.audit("client.info", details=dict(event.client_info))
+            self.s.client_info(dict(event.client_info))
 
     # --- turn-taking -------------------------------------------------------------------------
 
@@ -184,6 +185,10 @@ class Conversation:
         """Time limit and nudges, checked with or without audio arriving."""
         if self.flow.phase != "listening" or self.s.ending:
             return
+        idle_s = self.cfg.limits.idle_session_seconds
+        if self.clock() - self.s.last_speech_at >= idle_s and not self.turns.in_speech:
+            await self._end(f"the student said nothing for {idle_s:g} s")  # the slot comes back
+            return
         if self.flow.time_left() <= 0 and self.turns.in_speech:
             await self._answer_ended(self.turns.cut())  # time is up mid-answer: take what was said
             return
@@ -202,6 +207,7 @@ class Conversation:
     async def _on_turn(self, event: Any) -> None:
         if isinstance(event, SpeechStarted):
             self._quiet_since = None
+            self.s.last_speech_at = self.clock()
             self._continuing = self._tentative is not None
             self.listener.carry(self.flow.pending_text)
             self._emit(
