@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections import OrderedDict
@@ -61,6 +62,7 @@ class LiveSessions:
         self._opening: set[str] = set()
         self._pending: dict[str, float] = {}  # guest sessions not connected yet -> expiry
         self._guests: OrderedDict[str, None] = OrderedDict()  # recent guest session codes
+        self._claims = itertools.count()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._watchers: set[asyncio.Queue[dict[str, Any]]] = set()
 
@@ -92,12 +94,24 @@ class LiveSessions:
         if guest and len(self._pending) >= self.pending_max:
             raise Refused("at_capacity", "too many practice sessions are waiting to start")
 
-    def hold(self, code: str) -> None:
-        """A guest session was just created: its slot is taken until it connects or expires."""
-        self._pending[code] = self._clock() + self.pending_s
+    def claim_guest(self) -> str:
+        """Take a slot for a guest session about to be created (raises Refused): taken here,
+        before the database is awaited, so concurrent requests cannot all pass the check. It
+        is held until `name_guest` gives it its session (or `release`), then until the session
+        connects or `pending_s` passes."""
+        self.check_capacity(guest=True)
+        claim = f"claim-{next(self._claims)}"
+        self._pending[claim] = self._clock() + self.pending_s
+        return claim
+
+    def name_guest(self, claim: str, code: str) -> None:
+        self._pending[code] = self._pending.pop(claim, self._clock() + self.pending_s)
         self._guests[code] = None
         while len(self._guests) > GUESTS_REMEMBERED:
             self._guests.popitem(last=False)
+
+    def release(self, claim: str) -> None:
+        self._pending.pop(claim, None)
 
     async def open(self, code: str, make: Callable[[], Awaitable[VivaSession]]) -> VivaSession:
         """The live session for `code`: the one waiting for its student to come back, or a new

@@ -22,6 +22,7 @@ from db.queries.audit import log_action
 from db.queries.questions import questions_for
 from db.queries.sessions import create_session
 from db.queries.users import upsert_user
+from db.tables import Session, User
 from worker.service.live import LiveSessions
 from worker.service.resources import Database
 from worker.service.tokens import issue_token, signing_secret
@@ -84,8 +85,35 @@ async def open_session(
         raise OpenRefused(
             503, "unhealthy", "the worker's journal is over its limit; try another worker"
         )
-    if live is not None:
-        live.check_capacity(guest)  # Refused, 503
+    claim = None
+    if live is not None and guest:  # Refused, 503
+        claim = live.claim_guest()
+    elif live is not None:
+        live.check_capacity()
+    try:
+        sess, user, total = await _store(
+            cfg, database, body, total_questions, ip_address, user_agent
+        )
+    except BaseException:
+        if live is not None and claim is not None:
+            live.release(claim)
+        raise
+    if live is not None and claim is not None:
+        live.name_guest(claim, sess.session_code)
+    ttl = cfg.server.student_token_ttl_seconds
+    token = issue_token(sess.session_code, signing_secret(cfg.server), ttl)
+    return Opened(sess.id, user.id, sess.session_code, token, ttl, total)
+
+
+async def _store(
+    cfg: Config,
+    database: Database,
+    body: CreateSession,
+    total_questions: int | None,
+    ip_address: str | None,
+    user_agent: str | None,
+) -> tuple[Session, User, int]:
+    """The student (created or updated) and a pending session, audited, in one transaction."""
     async with database.sessions() as db, db.begin():
         questions = await questions_for(db, body.college_type, body.scenario_id)
         if not questions:
@@ -118,8 +146,4 @@ async def open_session(
             ip_address=ip_address,
             user_agent=stripped(user_agent, USER_AGENT_CHARS),
         )
-    if live is not None and guest:
-        live.hold(sess.session_code)
-    ttl = cfg.server.student_token_ttl_seconds
-    token = issue_token(sess.session_code, signing_secret(cfg.server), ttl)
-    return Opened(sess.id, user.id, sess.session_code, token, ttl, total)
+    return sess, user, total
