@@ -14,6 +14,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import select
 
+from db.queries.configuration import set_setting
 from db.tables import Session
 from tests.db.helpers import AUTH, server_config, wait_ready
 from worker.http.server import build_app, runner_args
@@ -67,11 +68,15 @@ class Worker:
 
 @pytest.fixture
 def serve(db_url: str, tmp_path: Path, db_session: Any) -> Callable[..., Any]:
-    """`async with serve(**settings) as worker`: a worker on its own port (the real AppRunner
-    arguments: keep-alive/header timeout, access log) with extra dotted settings."""
+    """`async with serve(live={...}, **settings) as worker`: a worker on its own port (the real
+    AppRunner arguments: keep-alive/header timeout, access log) with extra dotted settings and
+    live settings (configuration rows, which win over the file)."""
 
     @asynccontextmanager
-    async def start(**settings: Any) -> AsyncIterator[Worker]:
+    async def start(live: dict[str, Any] | None = None, **settings: Any) -> AsyncIterator[Worker]:
+        async with db_session() as db, db.begin():  # rows of the configuration table
+            for key, value in (live or {}).items():
+                await set_setting(db, key, value)
         cfg = server_config(db_url, str(tmp_path / f"journal{len(started)}"), **settings)
         started.append(cfg)
         server = TestServer(build_app(cfg))

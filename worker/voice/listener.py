@@ -150,13 +150,17 @@ class Listener:
 
     def _eot_done(self, pause: int) -> Callable[[asyncio.Task[float]], None]:
         def done(task: asyncio.Task[float]) -> None:
-            if pause == self._pause and not task.cancelled() and task.exception() is None:
+            if task.cancelled() or task.exception() is not None:  # retrieved: no stray log
+                return  # without the model's view the policy waits longer
+            if pause == self._pause:
                 self.turns.note_eot(task.result())
 
         return done
 
     def _text_done(self, pause: int) -> Callable[[asyncio.Task[Transcript]], None]:
         def done(task: asyncio.Task[Transcript]) -> None:
+            if not task.cancelled():
+                task.exception()  # retrieved here; `answer()` transcribes a failed window again
             tasks = [*self._sealed, task]
             if pause != self._pause or task is not self._current:
                 return
@@ -173,7 +177,14 @@ class Listener:
     async def answer(self, stop: SpeechStopped) -> Answer:
         """The whole answer that `stop` ended: its windows' transcripts, joined."""
         current = self._current
-        if current is None or current.cancelled() or stop.end_ms - self._covered_ms > MS_PER_CHUNK:
+        failed = (
+            current is not None
+            and current.done()
+            and not current.cancelled()
+            and (current.exception() is not None)
+        )
+        late = stop.end_ms - self._covered_ms > MS_PER_CHUNK
+        if current is None or current.cancelled() or failed or late:
             # Speech after the last pause (or no pause at all; or cut at the time limit).
             self._transcribe_window(stop.end_ms)
         assert self._current is not None
