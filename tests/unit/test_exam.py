@@ -321,3 +321,25 @@ def test_spoken_texts_have_no_symbols() -> None:
     texts += [NUDGE, MOVE_ON, TIME_UP, CLOSING, *ACKNOWLEDGEMENTS]
     allowed = set(" .,?'")
     assert all(ch.isalnum() or ch in allowed for t in texts for ch in t)
+
+
+def test_resumes_give_back_at_most_the_grace_period_per_question() -> None:
+    """A dropped connection's outage is not thinking time, but reconnecting over and over
+    cannot hold a question open: at most `reconnect_grace_seconds` per question comes back."""
+    clock = Clock()
+    flow = make_flow(2, clock, max_question_duration_seconds=60, reconnect_grace_seconds=10)
+    flow.start()
+    assert flow.time_left() == 60
+    for _ in range(5):  # five outages of 8 s, each resumed
+        flow.pause()
+        clock.now += 8
+        flow.resume()
+    assert flow.time_left() == pytest.approx(60 - 40 + 10)  # 40 s away, 10 s given back
+    clock.now += 30
+    decisions = flow.tick()
+    assert any(isinstance(d, Say) and d.text == TIME_UP for d in decisions)
+    assert flow.index == 1 and flow.time_left() == 60  # the next question has its own credit
+    flow.pause()
+    clock.now += 5
+    flow.resume()
+    assert flow.time_left() == 60

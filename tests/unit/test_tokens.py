@@ -19,3 +19,14 @@ def test_token_lifecycle() -> None:
     for bad in ("", "nodot", "abc.def", f"{token}x"):
         with pytest.raises(TokenError):
             verify_token(bad, "VIVA-ABCDEF", "k" * 16, now=1000)
+
+
+def test_previous_secrets_still_verify_after_a_rotation() -> None:
+    old = issue_token("VIVA-ABCDEF", "old-secret-1234567", ttl_s=60, now=1000)
+    new = issue_token("VIVA-ABCDEF", "new-secret-1234567", ttl_s=60, now=1000)
+    for token in (old, new):
+        verify_token(
+            token, "VIVA-ABCDEF", "new-secret-1234567", now=1010, previous=["old-secret-1234567"]
+        )
+    with pytest.raises(TokenError, match="does not open"):  # once the old one is retired
+        verify_token(old, "VIVA-ABCDEF", "new-secret-1234567", now=1010)
