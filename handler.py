@@ -24,6 +24,7 @@ import sys
 from core.config import Config, ConfigError, load_config
 from core.text import EscapedArgs
 from db.engine import DatabaseNotMigrated, DatabaseUnavailable
+from db.nodes import NodeIdTaken
 from worker.http.server import serve
 from worker.service.secrets import with_secrets
 
@@ -66,7 +67,7 @@ def _serve(config: Config) -> int:
         return 2
     try:
         failure = asyncio.run(serve(config, health_port))
-    except (DatabaseUnavailable, DatabaseNotMigrated, OSError) as exc:
+    except (DatabaseUnavailable, DatabaseNotMigrated, NodeIdTaken, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if failure is not None:

@@ -70,7 +70,9 @@ def test_generated_frames_get_typed_errors_and_the_session_survives(
 
 
 async def _fuzz(db_url: str, journal: str, messages: list[str | bytes]) -> None:
-    cfg = server_config(db_url, journal, **{"turn.nudge_after_seconds": 600.0})
+    # Floods of events are the hostile suite's (tests/hostile): here every frame is processed.
+    settings = {"turn.nudge_after_seconds": 600.0, "server.events_burst": 1_000_000}
+    cfg = server_config(db_url, journal, **settings)
     async with TestClient(TestServer(build_app(cfg))) as client:
         await wait_ready(client)
         body = {"student_id": "fuzz", "college_type": "law", "scenario_id": "law_of_contract"}

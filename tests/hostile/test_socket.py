@@ -22,7 +22,8 @@ from worker.http.context import CONTEXT
 from worker.service.tokens import issue_token
 
 Serve = Callable[..., Any]
-WINDOW = {"limits.audit_window_seconds": 0.5}
+WINDOW_S = 0.5
+WINDOW = {"limits.audit_window_seconds": WINDOW_S}
 
 
 @asynccontextmanager
@@ -60,14 +61,14 @@ async def test_a_token_signed_with_the_api_key_is_refused(serve: Serve) -> None:
 async def test_bad_token_opens_write_a_bounded_audit(serve: Serve) -> None:
     """300 opens with bad tokens write one `token.rejected` row per window, with the count."""
     async with serve(**WINDOW, **{"limits.ws_opens_burst": 1000}) as w:
+        started = asyncio.get_running_loop().time()
         for n in range(300):
             async with student(w, f"ws://x/v1/sessions/VIVA-AAAA{n % 10}A/stream?token=1.x") as s:
                 assert (await s.until("error"))["code"] == "unauthorized"
-        await asyncio.sleep(0.8)  # the window closes: its count is written
+        windows = (asyncio.get_running_loop().time() - started) // WINDOW_S + 1
+        await asyncio.sleep(WINDOW_S + 0.5)  # the last window closes: its count is written
         rows = await audit_rows(w, "token.rejected")
-        await asyncio.sleep(0.3)
-        rows = await audit_rows(w, "token.rejected")
-        assert 1 <= len(rows) <= 3
+        assert 1 <= len(rows) <= 2 * windows  # at most a first row and a count per window
         assert sum(r.details["count"] for r in rows) == 300
 
 
@@ -88,6 +89,7 @@ async def test_event_floods_are_rate_limited_and_audited_once(serve: Serve) -> N
         opened = await w.create("s-flood")
         async with student(w, opened["ws_url"]) as s:
             await s.until("session.created")
+            started = asyncio.get_running_loop().time()
             update = json.dumps({"type": "session.update", "client_info": {"app": "x"}})
             for _ in range(3000):
                 await s.ws.send_str(update)
@@ -96,6 +98,7 @@ async def test_event_floods_are_rate_limited_and_audited_once(serve: Serve) -> N
                 await s.ws.send_str(ping)
             limited = await s.until("error", code="rate_limited")
             assert "events" in limited["message"]
+            windows = (asyncio.get_running_loop().time() - started) // WINDOW_S + 1
             await asyncio.sleep(1.0)  # the bucket refills
             pongs = len(s.of("pong"))
             await s.event({"type": "ping", "event_id": "after"})
@@ -103,7 +106,7 @@ async def test_event_floods_are_rate_limited_and_audited_once(serve: Serve) -> N
             assert not s.ws.closed
         await asyncio.sleep(0.8)
         rows = await audit_rows(w, "client.info")
-        assert 1 <= len(rows) <= 3
+        assert 1 <= len(rows) <= 2 * windows
         assert sum(r.details["count"] for r in rows) < 100  # what the event bucket let in
 
 

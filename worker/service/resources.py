@@ -1,14 +1,15 @@
 """Process-lifetime resources: the database engine, live settings and the write-behind writer.
 
 `open_database` is the one place that starts and stops them, in the order that loses nothing:
-connect (retrying as configured), check the schema is at head, apply live settings, start the
-writer (which replays its journal); on the way out, drain the writer, then dispose the engine.
+connect (retrying as configured), check the schema is at head, lease a node id (PostgreSQL,
+`db/nodes.py`), apply live settings, start the writer (which replays its journal); on the way
+out, drain the writer, give the node id back, then dispose the engine.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,7 @@ from db.engine import (
 )
 from db.ids import set_node_id
 from db.live_settings import apply_live_settings
+from db.nodes import lease_node_id
 from db.writer import Writer
 
 log = logging.getLogger(__name__)
@@ -45,18 +47,23 @@ async def open_database(
     database is unreachable and `database.on_unreachable` is `continue`)."""
     set_node_id(config.server.node_id)
     engine = create_engine(config.database)
+    give_back: Callable[[], Awaitable[None]] = _nothing
     try:
         try:
             await wait_for_database(
                 engine, config.database.connect_attempts, config.database.connect_retry_seconds
             )
             await ensure_migrated(engine)
+            _, give_back = await lease_node_id(
+                engine, engine.dialect.name, config.server.node_id
+            )  # NodeIdTaken: a configured id another live worker holds
             async with sessionmaker(engine)() as db:
                 config = await apply_live_settings(db, config)
         except DatabaseUnavailable:
             if config.database.on_unreachable == "exit":
                 raise
             log.error("database unreachable; starting anyway, the writer's journal holds writes")
+            log.warning("node id not leased: %s (give every worker its own)", config.server.node_id)
         writer = Writer(engine, config.writer)
         report = await writer.start()
         if report.corrupt:
@@ -67,4 +74,9 @@ async def open_database(
             if not await writer.close(drain_timeout_s=drain_timeout_s):
                 log.error("writer not drained at shutdown; the journal keeps the rest for replay")
     finally:
+        await give_back()
         await engine.dispose()
+
+
+async def _nothing() -> None:
+    return None

@@ -1,0 +1,141 @@
+"""Node ids that cannot collide: each worker on PostgreSQL holds an advisory lock on its node id
+for its whole life, on a connection of its own, and gives it back at shutdown.
+
+Every row id embeds the writer's 10-bit node id (`db/ids.py`) and writes are upserts on those
+ids, so two live workers with one node id could overwrite each other's rows. A worker without a
+configured `server.node_id` takes the first free id (from a random starting point); one with a
+configured id takes exactly that one or refuses to start (`NodeIdTaken`). A worker that dies
+loses its lock with its connection, so the id becomes free by itself. The lease connection is
+checked every `CHECK_S`; if it broke (a database restart), the worker takes a lock again, the
+same id when still free, else another one, and switches its id generator to it.
+SQLite has one writer process: the configured id (or a random one) is used as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Awaitable, Callable
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from db.ids import MAX_NODE, set_node_id
+
+log = logging.getLogger(__name__)
+LOCK_CLASS = 0x56495641  # "VIVA": advisory locks (LOCK_CLASS, node id) in the two-int space
+CHECK_S = 10.0
+
+
+class NodeIdTaken(RuntimeError):
+    """The configured node id is held by another live worker on this database."""
+
+
+class NodeLease:
+    def __init__(self, engine: AsyncEngine, wanted: int | None):
+        self.engine, self.wanted = engine, wanted
+        self.node_id: int | None = None
+        self._conn: AsyncConnection | None = None
+        self._watch: asyncio.Task[None] | None = None
+
+    async def acquire(self) -> int:
+        """Take a node id (raises NodeIdTaken for a configured one that is held)."""
+        self._conn = await self.engine.connect()
+        try:
+            self.node_id = await self._take(self._conn, self.wanted)
+        except BaseException:
+            await self._conn.close()
+            self._conn = None
+            raise
+        set_node_id(self.node_id)
+        self._watch = asyncio.create_task(self._keep(), name="node lease")
+        return self.node_id
+
+    async def _take(self, conn: AsyncConnection, wanted: int | None) -> int:
+        order = [wanted] if wanted is not None else _spread(random.randrange(MAX_NODE + 1))
+        for node in order:
+            if await _try_lock(conn, node):
+                return node
+        if wanted is not None:
+            raise NodeIdTaken(
+                f"node id {wanted} is held by another live worker on this database: give each"
+                " worker its own VIVA__SERVER__NODE_ID, or leave it unset to get a free one"
+            )
+        raise NodeIdTaken(f"all {MAX_NODE + 1} node ids are held by live workers")
+
+    async def _keep(self) -> None:
+        while True:
+            await asyncio.sleep(CHECK_S)
+            try:
+                assert self._conn is not None
+                await self._conn.execute(text("SELECT 1"))
+                continue
+            except Exception as exc:  # the connection (and with it the lock) is gone
+                log.warning(
+                    "node id %s: lease connection lost (%s); taking one again", self.node_id, exc
+                )
+            await self._retake()
+
+    async def _retake(self) -> None:
+        with contextlib.suppress(Exception):
+            if self._conn is not None:
+                await self._conn.close()
+        self._conn = None
+        try:
+            conn = await self.engine.connect()
+        except Exception as exc:
+            log.warning("node id %s: database still unreachable (%s)", self.node_id, exc)
+            return  # the next check tries again; ids made meanwhile are the old node's
+        try:
+            node = await self._take(conn, self.node_id)
+        except NodeIdTaken:
+            node = await self._take(conn, None)
+            log.error("node id %s was taken while the lease was lost; now %s", self.node_id, node)
+            set_node_id(node)
+        self._conn, self.node_id = conn, node
+
+    async def release(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+        if self._conn is not None:
+            with contextlib.suppress(Exception):  # closing the connection frees the lock anyway
+                await self._conn.execute(
+                    text("SELECT pg_advisory_unlock(:c, :n)"), {"c": LOCK_CLASS, "n": self.node_id}
+                )
+                await self._conn.commit()
+            with contextlib.suppress(Exception):
+                await self._conn.close()
+            self._conn = None
+
+
+def _spread(start: int) -> list[int]:
+    return [(start + i) % (MAX_NODE + 1) for i in range(MAX_NODE + 1)]
+
+
+async def _try_lock(conn: AsyncConnection, node: int) -> bool:
+    result = await conn.execute(
+        text("SELECT pg_try_advisory_lock(:c, :n)"), {"c": LOCK_CLASS, "n": node}
+    )
+    await conn.commit()  # the lock is session-level: it outlives the transaction
+    return bool(result.scalar_one())
+
+
+async def lease_node_id(
+    engine: AsyncEngine, dialect: str, wanted: int | None
+) -> tuple[int | None, Callable[[], Awaitable[None]]]:
+    """The node id this worker writes with, and how to give it back."""
+    if dialect != "postgresql":
+        set_node_id(wanted)
+        return wanted, _nothing
+    lease = NodeLease(engine, wanted)
+    node = await lease.acquire()
+    log.info("node id %d leased from PostgreSQL", node)
+    return node, lease.release
+
+
+async def _nothing() -> None:
+    return None
