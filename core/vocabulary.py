@@ -41,6 +41,7 @@ WireErrorCode: TypeAlias = Literal[
     "session_not_found",
     "session_closed",
     "session_busy",
+    "session_elsewhere",
     "at_capacity",
     "too_many_connections",
     "database_unavailable",

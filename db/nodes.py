@@ -1,5 +1,6 @@
-"""Node ids that cannot collide: each worker on PostgreSQL holds an advisory lock on its node id
-for its whole life, on a connection of its own, and gives it back at shutdown.
+"""Node ids that cannot collide, and sessions that have one owner: each worker on PostgreSQL
+holds an advisory lock on its node id for its whole life, and one on each session it serves, on a
+connection of its own (the lease), and gives them back at shutdown.
 
 Every row id embeds the writer's 10-bit node id (`db/ids.py`) and writes are upserts on those
 ids, so two live workers with one node id could overwrite each other's rows. A worker without a
@@ -9,6 +10,12 @@ loses its lock with its connection, so the id becomes free by itself. The lease 
 checked every `CHECK_S`; if it broke (a database restart), the worker takes a lock again, the
 same id when still free, else another one, and switches its id generator to it.
 SQLite has one writer process: the configured id (or a random one) is used as before.
+
+Sessions: `own(session_id)` takes a lock keyed by the session's id (the bigint lock space; node
+locks use the two-int space with `LOCK_CLASS`, whose bigint equivalents lie far above any id
+this century makes), `disown` gives it back. A worker that dies loses them with its connection.
+If the lease connection breaks, the sessions are taken again with it; those another worker took
+meanwhile are reported to `on_lost`, whose owner must stop serving them.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -39,6 +46,9 @@ class NodeLease:
         self.node_id: int | None = None
         self._conn: AsyncConnection | None = None
         self._watch: asyncio.Task[None] | None = None
+        self._use = asyncio.Lock()  # one statement at a time on the lease connection
+        self._owned: set[int] = set()
+        self.on_lost: Callable[[set[int]], None] = lambda _ids: None
 
     async def acquire(self) -> int:
         """Take a node id (raises NodeIdTaken for a configured one that is held)."""
@@ -65,12 +75,37 @@ class NodeLease:
             )
         raise NodeIdTaken(f"all {MAX_NODE + 1} node ids are held by live workers")
 
+    async def own(self, session_id: int) -> bool:
+        """Take the session's lock: False when another live worker holds it."""
+        async with self._use:
+            if self._conn is None:
+                return False
+            result = await self._conn.execute(
+                text("SELECT pg_try_advisory_lock(:k)"), {"k": session_id}
+            )
+            await self._conn.commit()
+            owned = bool(result.scalar_one())
+        if owned:
+            self._owned.add(session_id)
+        return owned
+
+    async def disown(self, session_id: int) -> None:
+        self._owned.discard(session_id)
+        async with self._use:
+            if self._conn is None:
+                return
+            with contextlib.suppress(Exception):  # a lost connection has let it go anyway
+                await self._conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": session_id})
+                await self._conn.commit()
+
     async def _keep(self) -> None:
         while True:
             await asyncio.sleep(CHECK_S)
             try:
                 assert self._conn is not None
-                await self._conn.execute(text("SELECT 1"))
+                async with self._use:
+                    await self._conn.execute(text("SELECT 1"))
+                    await self._conn.commit()
                 continue
             except Exception as exc:  # the connection (and with it the lock) is gone
                 log.warning(
@@ -94,7 +129,17 @@ class NodeLease:
             node = await self._take(conn, None)
             log.error("node id %s was taken while the lease was lost; now %s", self.node_id, node)
             set_node_id(node)
+        lost = set()
+        for session_id in self._owned:
+            result = await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": session_id})
+            await conn.commit()
+            if not result.scalar_one():
+                lost.add(session_id)
+        self._owned -= lost
         self._conn, self.node_id = conn, node
+        if lost:
+            log.error("sessions %s were taken by another worker while the lease was lost", lost)
+            self.on_lost(lost)
 
     async def release(self) -> None:
         if self._watch is not None:
@@ -124,18 +169,12 @@ async def _try_lock(conn: AsyncConnection, node: int) -> bool:
     return bool(result.scalar_one())
 
 
-async def lease_node_id(
-    engine: AsyncEngine, dialect: str, wanted: int | None
-) -> tuple[int | None, Callable[[], Awaitable[None]]]:
-    """The node id this worker writes with, and how to give it back."""
-    if dialect != "postgresql":
+async def lease_node_id(engine: AsyncEngine, wanted: int | None) -> NodeLease | None:
+    """This worker's lease on PostgreSQL (None on SQLite, where `wanted` is simply used)."""
+    if engine.dialect.name != "postgresql":
         set_node_id(wanted)
-        return wanted, _nothing
+        return None
     lease = NodeLease(engine, wanted)
     node = await lease.acquire()
     log.info("node id %d leased from PostgreSQL", node)
-    return node, lease.release
-
-
-async def _nothing() -> None:
-    return None
+    return lease

@@ -174,6 +174,16 @@ class ExamFlow:
             raise RuntimeError("the exam has already started")
         return [Say(_greeting(len(self.questions)), "greeting"), self._ask()]
 
+    def continue_at(self, index: int, answered: int) -> None:
+        """Pick up an exam another worker was running, at question `index` (0-based) with
+        `answered` questions scored: the next connection resumes it (`resume()`), never from
+        the greeting. What was said to that question before the move is not carried."""
+        if self.phase != "greeting":
+            raise RuntimeError("the exam has already started")
+        self.index = min(max(index, 0), len(self.questions) - 1)
+        self._ask()
+        self.answered = answered
+
     def prompts(self) -> list[str]:
         """The fixed texts that can start a reply (and the opening), in the order they are
         likely needed: worth synthesizing at session start so no TTS sits on the turn's

@@ -20,9 +20,9 @@ from worker.http.api import UNREACHABLE
 from worker.http.context import context
 from worker.service.context import WorkerContext
 from worker.service.live import Refused
-from worker.service.records import exam_questions
+from worker.service.records import exam_questions, scored_answers
 from worker.service.tokens import TokenError, check_token
-from worker.session.viva import SessionRecord, VivaSession
+from worker.session.viva import Moved, SessionRecord, VivaSession
 from worker.voice.metrics import WS_ERRORS
 
 log = logging.getLogger(__name__)
@@ -48,15 +48,41 @@ async def _new_session(ctx: WorkerContext, code: str) -> VivaSession:
 
 
 async def _load_session(ctx: WorkerContext, code: str) -> VivaSession:
-    cfg, database = ctx.config, ctx.db()
+    """The live session for a stored one. On PostgreSQL this worker first takes the session's
+    lock (`db/nodes.py`): a session another live worker serves is refused with
+    `session_elsewhere`, never served twice. A session already under way (its worker left or
+    died) continues at the question it stood at, with its scored answers."""
+    database = ctx.db()
     async with database.sessions() as db:
         sess = await get_by_code(db, code)
-        if sess is None:
-            raise Refused("session_not_found", f"no session {code}")
+    if sess is None:
+        raise Refused("session_not_found", f"no session {code}")
+    if sess.status in ("completed", "terminated"):
+        raise Refused("session_closed", f"session {code} is {sess.status}")
+    lease = database.lease
+    if lease is not None and not await lease.own(sess.id):
+        message = "another worker is serving this session; reconnect in a moment"
+        raise Refused("session_elsewhere", message)
+    try:
+        return await _make_session(ctx, code)
+    except BaseException:
+        if lease is not None:
+            await lease.disown(sess.id)
+        raise
+
+
+async def _make_session(ctx: WorkerContext, code: str) -> VivaSession:
+    cfg, database = ctx.config, ctx.db()
+    async with database.sessions() as db:  # again, now that it is ours: the latest checkpoint
+        sess = await get_by_code(db, code, full=True)
+        assert sess is not None
         if sess.status in ("completed", "terminated"):
             raise Refused("session_closed", f"session {code} is {sess.status}")
         asked = await exam_questions(db, sess.college_type, sess.scenario_id, cfg.exam.max_score)
         user = await db.get(User, sess.user_id)
+        moved = None
+        if sess.status == "in_progress":
+            moved = Moved(max(sess.current_question - 1, 0), scored_answers(sess))
     questions = tuple(asked[: sess.total_questions])
     student = (user.full_name or user.username) if user is not None else ""
     record = SessionRecord(
@@ -64,7 +90,7 @@ async def _load_session(ctx: WorkerContext, code: str) -> VivaSession:
     )
     models = ctx.models
     assert models.hub is not None and models.prompts is not None  # checked before
-    return VivaSession(record, models.hub, database.writer, cfg, models.prompts)
+    return VivaSession(record, models.hub, database.writer, cfg, models.prompts, moved=moved)
 
 
 def _reject_token(request: web.Request, code: str, reason: str) -> None:

@@ -50,6 +50,7 @@ class CloseCode(IntEnum):
     TRY_AGAIN_LATER = 1013  # the process is at its session limit
     SESSION_BUSY = 4000  # another connection holds this session
     SESSION_CLOSED = 4001  # the session is already completed or terminated
+    SESSION_ELSEWHERE = 4002  # another worker serves this session: reconnect (elsewhere) soon
 
 
 CLOSE_CODE_FOR: Mapping[ErrorCode, CloseCode] = {
@@ -58,6 +59,7 @@ CLOSE_CODE_FOR: Mapping[ErrorCode, CloseCode] = {
     "session_not_found": CloseCode.POLICY_VIOLATION,
     "session_closed": CloseCode.SESSION_CLOSED,
     "session_busy": CloseCode.SESSION_BUSY,
+    "session_elsewhere": CloseCode.SESSION_ELSEWHERE,
     "at_capacity": CloseCode.TRY_AGAIN_LATER,
     "too_many_connections": CloseCode.TRY_AGAIN_LATER,
     "database_unavailable": CloseCode.TRY_AGAIN_LATER,

@@ -13,10 +13,12 @@ and the RunPod jobs take.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.config import Config
 from db import ops
@@ -28,6 +30,11 @@ from worker.service.urls import public_ws_base
 from worker.service.warmup import Models
 from worker.voice.metrics import LoopLag
 from worker.voice.pacing import AuditThrottle
+
+if TYPE_CHECKING:
+    from worker.session.viva import VivaSession
+
+RELEASE_FLUSH_S = 10.0  # a session's last rows get this long to commit before it is let go
 
 
 @dataclass
@@ -75,7 +82,22 @@ class WorkerContext:
         """Open the database (live settings applied to `config` here), close it on the way out."""
         async with open_database(self.config) as (database, config):
             self.config, self.database = config, database
+            if database.lease is not None:
+                database.lease.on_lost = self.live.abandon
+                self.live.on_gone = self._release
             yield database
+
+    async def _release(self, session: VivaSession) -> None:
+        """A session's task is over: its rows committed (bounded), then its lock given back,
+        so the next worker to load it reads where it stood."""
+        database = self.db()
+        if database.lease is None:
+            return
+        if not session.abandoned:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(RELEASE_FLUSH_S):
+                    await database.writer.flush(session.r.session_id)
+        await database.lease.disown(session.r.session_id)
 
     def db(self) -> Database:
         """The open database; callers reach here only after start-up opened it."""

@@ -63,6 +63,9 @@ class LiveSessions:
         self._pending: dict[str, float] = {}  # guest sessions not connected yet -> expiry
         self._guests: OrderedDict[str, None] = OrderedDict()  # recent guest session codes
         self._claims = itertools.count()
+        # Called when a session's task is over, before its slot is given back (the worker
+        # context releases the session's ownership there, after its rows are committed).
+        self.on_gone: Callable[[VivaSession], Awaitable[None]] | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._watchers: set[asyncio.Queue[dict[str, Any]]] = set()
 
@@ -143,10 +146,25 @@ class LiveSessions:
         except Exception:
             log.exception("session %s failed", code)
         finally:
+            if self.on_gone is not None:
+                try:
+                    await self.on_gone(session)
+                except Exception:
+                    log.exception("session %s: releasing it failed", code)
             self._sessions.pop(code, None)
             self._tasks.pop(code, None)
             LIVE_SESSIONS.set(len(self._sessions))
             self.publish({"session_code": code, "state": "gone"})
+
+    def abandon(self, session_ids: set[int]) -> None:
+        """Stop serving these sessions at once, writing nothing: another worker owns them now
+        (this worker lost its lease while the database was away)."""
+        for code, session in list(self._sessions.items()):
+            if session.r.session_id in session_ids:
+                session.abandoned = True
+                task = self._tasks.get(code)
+                if task is not None:
+                    task.cancel()
 
     # --- monitors ----------------------------------------------------------------------------
 

@@ -7,9 +7,27 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.grading import ScoredAnswer
 from db.queries.questions import questions_for
 from db.tables import QuestionBank, Session
 from worker.exam.evaluators import Question
+
+
+def scored_answers(sess: Session) -> tuple[ScoredAnswer, ...]:
+    """A session's evaluated answers (loaded with `full=True`), as its result counts them."""
+    return tuple(
+        ScoredAnswer(
+            a.question_number,
+            "",
+            a.transcribed_text,
+            a.evaluation.score_obtained,
+            a.evaluation.max_score,
+            a.evaluation.feedback_type,
+            a.evaluation.latency_ms,
+        )
+        for a in sess.answers
+        if a.evaluation is not None
+    )
 
 
 def question_from_row(row: QuestionBank, max_score: int) -> Question:

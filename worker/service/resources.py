@@ -9,7 +9,7 @@ out, drain the writer, give the node id back, then dispose the engine.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +26,7 @@ from db.engine import (
 )
 from db.ids import set_node_id
 from db.live_settings import apply_live_settings
-from db.nodes import lease_node_id
+from db.nodes import NodeLease, lease_node_id
 from db.writer import Writer
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,7 @@ class Database:
     engine: AsyncEngine
     sessions: async_sessionmaker[Any]
     writer: Writer
+    lease: NodeLease | None = None  # PostgreSQL: the node id and the sessions this worker owns
 
 
 @asynccontextmanager
@@ -47,16 +48,15 @@ async def open_database(
     database is unreachable and `database.on_unreachable` is `continue`)."""
     set_node_id(config.server.node_id)
     engine = create_engine(config.database)
-    give_back: Callable[[], Awaitable[None]] = _nothing
+    lease: NodeLease | None = None
     try:
         try:
             await wait_for_database(
                 engine, config.database.connect_attempts, config.database.connect_retry_seconds
             )
             await ensure_migrated(engine)
-            _, give_back = await lease_node_id(
-                engine, engine.dialect.name, config.server.node_id
-            )  # NodeIdTaken: a configured id another live worker holds
+            # NodeIdTaken: a configured id another live worker holds
+            lease = await lease_node_id(engine, config.server.node_id)
             async with sessionmaker(engine)() as db:
                 config = await apply_live_settings(db, config)
         except DatabaseUnavailable:
@@ -69,14 +69,11 @@ async def open_database(
         if report.corrupt:
             log.error("journal damage found at start-up: %s", "; ".join(report.corrupt))
         try:
-            yield Database(engine, sessionmaker(engine), writer), config
+            yield Database(engine, sessionmaker(engine), writer, lease), config
         finally:
             if not await writer.close(drain_timeout_s=drain_timeout_s):
                 log.error("writer not drained at shutdown; the journal keeps the rest for replay")
     finally:
-        await give_back()
+        if lease is not None:
+            await lease.release()
         await engine.dispose()
-
-
-async def _nothing() -> None:
-    return None

@@ -53,6 +53,15 @@ class SessionRecord:
     college_type: str = ""
 
 
+@dataclass(frozen=True)
+class Moved:
+    """Where a session another worker was running stands (it left, or died): the question it
+    was on (0-based) and the answers already scored, read from the database."""
+
+    index: int
+    scored: tuple[ScoredAnswer, ...] = ()
+
+
 _Arrival = tuple[web.WebSocketResponse, asyncio.Transport | None, "asyncio.Future[None]"]
 
 
@@ -65,6 +74,7 @@ class VivaSession:
         config: Config,
         prompts: PromptCache,
         clock: Callable[[], float] = time.monotonic,
+        moved: Moved | None = None,
     ):
         self.r, self.hub, self.writer, self.cfg, self.clock = record, hub, writer, config, clock
         self.usage = SessionUsage()
@@ -96,6 +106,12 @@ class VivaSession:
         self._scoring: set[asyncio.Task[None]] = set()
         self._scored: list[ScoredAnswer] = []
         self._connections = 0
+        self._moved = moved
+        self.abandoned = False  # another worker owns it now: end without writing anything
+        if moved is not None:  # the first connection here resumes the exam where it stood
+            self.flow.continue_at(moved.index, len(moved.scored))
+            self._scored = list(moved.scored)
+            self._connections = 1
         self._scoring_ctx = ScoringContext(
             record.session_id,
             self.llm,
@@ -124,9 +140,14 @@ class VivaSession:
             self._arrivals.put_nowait(None)
 
     async def run(self) -> None:
-        started = ops.session_update(self.r.session_id, status="in_progress", start_time=utcnow())
-        self.enqueue(started)
-        self.audit("session.started")
+        if self._moved is not None:
+            self.audit("session.moved", details={"question": self.flow.index + 1})
+        else:
+            started = ops.session_update(
+                self.r.session_id, status="in_progress", start_time=utcnow()
+            )
+            self.enqueue(started)
+            self.audit("session.started")
         try:
             async with asyncio.TaskGroup() as outer:
                 self._outer = outer
@@ -134,7 +155,7 @@ class VivaSession:
                 await self._connection_loop()
                 prepare.cancel()
         finally:
-            if not self._finished:  # cancelled or failed: still leave a result
+            if not self._finished and not self.abandoned:  # cancelled or failed: a result still
                 self._finish_db("terminated", "worker stopped")
             while not self._arrivals.empty():
                 arrival = self._arrivals.get_nowait()

@@ -1,0 +1,187 @@
+"""Several worker processes on one PostgreSQL: a session has one owner at a time, students who
+reconnect anywhere are served by that owner only, and when the owner dies the session moves to
+another worker and continues at the question it stood at (never from the greeting)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from sqlalchemy import func, select
+
+from db.tables import Answer, AuditLog, Result
+from tests.db.helpers import AUTH
+from tests.db.student import Student, clip_pcm, silence
+from tests.db.test_handler_modes import Proc, free_port, wait_for, worker, worker_env
+
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.slow,
+    pytest.mark.parametrize("empty_db_url", ["postgres"], indirect=True),
+]
+LAW = {"college_type": "law", "scenario_id": "law_of_contract"}
+
+
+@contextlib.contextmanager
+def workers(db_url: str, tmp_path: Path, n: int) -> Iterator[list[tuple[str, Proc]]]:
+    with contextlib.ExitStack() as stack:
+        started = []
+        for i in range(n):
+            port = free_port()
+            env = worker_env(
+                db_url,
+                tmp_path / f"w{i}",
+                PORT=str(port),
+                VIVA__WRITER__BATCH_INTERVAL_MS="50",
+                VIVA__EXAM__MAX_FOLLOWUPS="0",
+                VIVA__EXAM__TOTAL_QUESTIONS="4",
+                VIVA__EXAM__RECONNECT_GRACE_SECONDS="20",
+            )
+            proc = stack.enter_context(worker(["--serve"], env, tmp_path / f"w{i}.log"))
+            started.append((f"127.0.0.1:{port}", proc))
+        yield started
+
+
+def stream_url(host: str, opened: dict[str, Any]) -> str:
+    return f"ws://{host}/v1/sessions/{opened['session_code']}/stream?token={opened['token']}"
+
+
+async def count(db_session: Any, model: Any, **where: Any) -> int:
+    async with db_session() as db:
+        stmt = select(func.count()).select_from(model).filter_by(**where)
+        return int((await db.execute(stmt)).scalar_one())
+
+
+async def eventually(check: Any, wanted: int, within: float = 20) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while (got := await check()) != wanted:
+        assert asyncio.get_running_loop().time() < deadline, f"{got} != {wanted}"
+        await asyncio.sleep(0.1)
+
+
+async def answer(s: Student, number: int) -> None:
+    await s.until("exam.question", number=number)
+    await s.until("response.created")
+    while True:  # every reply so far heard out: the question is asked
+        created = {e["response_id"] for e in s.of("response.created")}
+        if created <= {e["response_id"] for e in s.of("response.done")}:
+            break
+        await asyncio.sleep(0.05)
+    await s.send(clip_pcm() + silence(1.0), realtime=False)
+    await s.until("conversation.item.input_audio_transcription.completed", question_number=number)
+
+
+async def test_one_owner_and_a_move_when_it_dies(
+    db_url: str, tmp_path: Path, db_session: Any
+) -> None:
+    with workers(db_url, tmp_path, 2) as ((a, proc_a), (b, proc_b)):
+        for host, proc in ((a, proc_a), (b, proc_b)):
+            await wait_for(f"http://{host}/ping", proc)
+        async with aiohttp.ClientSession() as http:
+            resp = await http.post(
+                f"http://{a}/v1/sessions", json={**LAW, "student_id": "s"}, headers=AUTH
+            )
+            opened = await resp.json()
+            s = Student(await http.ws_connect(stream_url(a, opened))).start()
+            await answer(s, 1)
+            await s.until("exam.question", number=2)
+            # The same token at the other worker: refused, while the owner goes on serving.
+            other = Student(await http.ws_connect(stream_url(b, opened))).start()
+            assert (await other.until("error"))["code"] == "session_elsewhere"
+            assert await other.closed() == 4002
+            await s.event({"type": "ping", "event_id": "owner"})
+            await s.until("pong", event_id="owner")
+            # The answer to question 1 is scored once question 2 has been heard out (until then
+            # it could be taken back), then committed within a 50 ms batch.
+            await eventually(lambda: count(db_session, Answer), 1)
+            proc_a.popen.send_signal(signal.SIGKILL)  # the owner dies mid-question
+            await asyncio.to_thread(proc_a.popen.wait, 10)
+            await s.closed(within=10)
+            back = Student(await http.ws_connect(stream_url(b, opened))).start()
+            hello = await back.until("session.created")
+            assert hello["resumed"] is True
+            kinds = [e["kind"] for e in back.of("response.created")]
+            await answer(back, 2)
+            kinds = [e["kind"] for e in back.of("response.created")]
+            assert "greeting" not in kinds and kinds[0] == "repeat", kinds
+            await back.event({"type": "session.end"})
+            await back.until("exam.completed")
+            await back.until("session.ended")
+            await eventually(lambda: count(db_session, Result), 1)
+    code = opened["session_code"]
+    async with db_session() as db:
+        numbers = sorted(a.question_number for a in (await db.execute(select(Answer))).scalars())
+        actions = [
+            r.action
+            for r in (await db.execute(select(AuditLog).filter_by(resource_id=code))).scalars()
+        ]
+    assert numbers == [1, 2]  # what was answered before the move is intact, nothing twice
+    assert actions.count("session.started") == 1 and actions.count("session.moved") == 1
+    assert await count(db_session, Result) == 1
+
+
+async def test_students_reconnecting_anywhere_are_served_once(
+    db_url: str, tmp_path: Path, db_session: Any
+) -> None:
+    """Three workers; three students each reconnect to a random worker after every answer
+    (retrying another when told `session_elsewhere`) and finish a 4-question viva."""
+    rng = random.Random(16)
+    with workers(db_url, tmp_path, 3) as procs:
+        hosts = [host for host, _ in procs]
+        for host, proc in procs:
+            await wait_for(f"http://{host}/ping", proc)
+
+        async def one(n: int) -> list[str]:
+            async with aiohttp.ClientSession() as http:
+                url = f"http://{rng.choice(hosts)}/v1/sessions"
+                opened = await (
+                    await http.post(url, json={**LAW, "student_id": f"s{n}"}, headers=AUTH)
+                ).json()
+                kinds: list[str] = []
+                asked: list[list[int]] = []  # question numbers announced, per connection
+                for number in range(1, 5):
+                    while True:  # until a worker serves it: the owner, or anyone once it is free
+                        s = Student(
+                            await http.ws_connect(stream_url(rng.choice(hosts), opened))
+                        ).start()
+                        first = await s.until("session.created") if not await _refused(s) else None
+                        if first is not None:
+                            break
+                        await asyncio.sleep(0.2)
+                    await answer(s, number)
+                    if number == 4:
+                        await s.until("exam.completed")
+                    kinds += [e["kind"] for e in s.of("response.created")]
+                    asked.append([q["number"] for q in s.of("exam.question")])
+                    await s.ws.close()
+                return kinds, asked
+
+        all_kinds = await asyncio.gather(*(one(n) for n in range(3)))
+        await eventually(lambda: count(db_session, Result), 3)
+    for kinds, asked in all_kinds:
+        assert kinds.count("greeting") == 1, kinds  # never from the greeting again
+        flat = [n for numbers in asked for n in numbers]
+        assert flat == sorted(flat) and set(flat) == {1, 2, 3, 4}, asked  # never back
+        assert all(len(numbers) == len(set(numbers)) for numbers in asked), asked
+    async with db_session() as db:
+        rows = (await db.execute(select(Answer.session_id, Answer.question_number))).all()
+    assert len(rows) == 12 and len(set(rows)) == 12  # 4 per session, none twice
+    assert await count(db_session, Result) == 3
+    assert await count(db_session, AuditLog, action="session.started") == 3
+
+
+async def _refused(s: Student) -> bool:
+    """Wait for the first event: True when it is the `session_elsewhere` refusal."""
+    while not s.events:
+        await asyncio.sleep(0.02)
+        if s._reader is not None and s._reader.done():
+            return True
+    first = s.events[0]
+    return first["type"] == "error" and first["code"] == "session_elsewhere"
