@@ -31,7 +31,7 @@ class IdGenerator:
             node_id = int.from_bytes(os.urandom(2), "big") & MAX_NODE
         if not 0 <= node_id <= MAX_NODE:
             raise ValueError(f"node_id must be in 0..{MAX_NODE}, got {node_id}")
-        self._node = node_id
+        self._node = self.node_id = node_id
         self._clock = clock_ms or (lambda: time.time_ns() // 1_000_000)
         self._lock = threading.Lock()
         self._last_ms = -1
@@ -64,6 +64,14 @@ def set_node_id(node_id: int | None) -> None:
     """Pick this process's node id (from config, at start-up); None means random."""
     global _default
     _default = IdGenerator(node_id)
+
+
+def current_node_id() -> int:
+    """The node id this process's ids carry now."""
+    global _default
+    if _default is None:
+        _default = IdGenerator()
+    return _default.node_id
 
 
 def new_id() -> int:

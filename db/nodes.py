@@ -27,7 +27,7 @@ import random
 from collections.abc import Callable
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from db.ids import MAX_NODE, set_node_id
 
@@ -67,6 +67,9 @@ class NodeLease:
         order = [wanted] if wanted is not None else _spread(random.randrange(MAX_NODE + 1))
         for node in order:
             if await _try_lock(conn, node):
+                # Named after its node, so a monitor anywhere can tell who holds a session.
+                await conn.execute(text(f"SET application_name = '{APP_NAME.format(node)}'"))
+                await conn.commit()
                 return node
         if wanted is not None:
             raise NodeIdTaken(
@@ -178,3 +181,24 @@ async def lease_node_id(engine: AsyncEngine, wanted: int | None) -> NodeLease | 
     node = await lease.acquire()
     log.info("node id %d leased from PostgreSQL", node)
     return lease
+
+
+APP_NAME = "viva-node-{}"  # the lease connection's application_name: who holds what, in SQL
+
+
+async def session_owners(db: AsyncSession) -> dict[int, int]:
+    """Session id -> the node id of the live worker that serves it (PostgreSQL only): read from
+    the advisory locks held on the workers' lease connections."""
+    rows = await db.execute(
+        text(
+            "SELECT (l.classid::bigint << 32) | l.objid::bigint, a.application_name"
+            " FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+            " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1"
+            " AND a.application_name LIKE 'viva-node-%'"
+        )
+    )
+    owners = {}
+    for key, name in rows:
+        with contextlib.suppress(ValueError):
+            owners[int(key)] = int(name.rsplit("-", 1)[1])
+    return owners

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 import signal
 from collections.abc import Iterator
@@ -16,7 +17,8 @@ import aiohttp
 import pytest
 from sqlalchemy import func, select
 
-from db.tables import Answer, AuditLog, Result
+from db.ids import MAX_NODE, SEQ_BITS
+from db.tables import Answer, AuditLog, Result, Session
 from tests.db.helpers import AUTH
 from tests.db.student import Student, clip_pcm, silence
 from tests.db.test_handler_modes import Proc, free_port, wait_for, worker, worker_env
@@ -49,6 +51,10 @@ def workers(db_url: str, tmp_path: Path, n: int) -> Iterator[list[tuple[str, Pro
         yield started
 
 
+def node_of(row_id: int) -> int:
+    return (row_id >> SEQ_BITS) & MAX_NODE
+
+
 def stream_url(host: str, opened: dict[str, Any]) -> str:
     return f"ws://{host}/v1/sessions/{opened['session_code']}/stream?token={opened['token']}"
 
@@ -57,6 +63,22 @@ async def count(db_session: Any, model: Any, **where: Any) -> int:
     async with db_session() as db:
         stmt = select(func.count()).select_from(model).filter_by(**where)
         return int((await db.execute(stmt)).scalar_one())
+
+
+async def monitor_update(http: aiohttp.ClientSession, host: str, code: str) -> dict[str, Any]:
+    """The first update about session `code` on `host`'s monitor feed."""
+    url = f"http://{host}/v1/monitor/stream"
+    async with http.get(url, headers=AUTH, timeout=aiohttp.ClientTimeout(total=20)) as resp:
+        event = ""
+        async for raw in resp.content:
+            line = raw.decode().rstrip("\n")
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: ") and event == "update":
+                data = json.loads(line[6:])
+                if data.get("session_code") == code:
+                    return dict(data)
+    raise AssertionError(f"no update about {code}")
 
 
 async def eventually(check: Any, wanted: int, within: float = 20) -> None:
@@ -98,6 +120,14 @@ async def test_one_owner_and_a_move_when_it_dies(
             assert await other.closed() == 4002
             await s.event({"type": "ping", "event_id": "owner"})
             await s.until("pong", event_id="owner")
+            # B's monitor shows the session, on A (A's node id is in the ids A made).
+            shown = await monitor_update(http, b, opened["session_code"])
+            async with db_session() as db:
+                row = (
+                    await db.execute(select(Session).filter_by(session_code=opened["session_code"]))
+                ).scalar_one()
+            assert shown["state"] == "elsewhere" and shown["worker"] == node_of(row.id)
+            assert shown["question_number"] in (1, 2)  # the checkpoint commits in 50 ms batches
             # The answer to question 1 is scored once question 2 has been heard out (until then
             # it could be taken back), then committed within a 50 ms batch.
             await eventually(lambda: count(db_session, Answer), 1)

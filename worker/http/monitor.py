@@ -1,11 +1,15 @@
 """The examiner's live monitor: `GET /monitor` (a static page) and its feed of live sessions,
 `GET /v1/monitor/stream`, as server-sent events.
 
-The feed is pushed, never polled: one `sessions` event with every live session's summary,
-then an `update` event each time a session changes (`VivaSession.summary()`, or
-`{"session_code", "state": "gone"}` when it leaves the process), and a comment every
+The feed of this process's sessions is pushed, never polled: one `sessions` event with every
+live session's summary, then an `update` event each time a session changes
+(`VivaSession.summary()`, or `{"session_code", "state": "gone"}` when it leaves the process),
+and a comment every
 `HEARTBEAT_S` so proxies keep the connection and a vanished client is noticed. The API key
 comes in the Authorization header or, for EventSource (which cannot set headers), as `?key=`.
+With several workers on one PostgreSQL, the sessions the others serve are polled from the
+database every `ELSEWHERE_POLL_S` and sent as updates too, with `worker` (the serving worker's
+node id) and `state: "elsewhere"`; this worker's own summaries carry its `worker` id.
 
 A stream ends when its client goes away (the next write fails: at most one heartbeat later),
 when a write stalls past `WRITE_TIMEOUT_S`, or when the app shuts down: on_shutdown, after the
@@ -24,10 +28,13 @@ from aiohttp import web
 from worker.http.api import error, require_api_key
 from worker.http.context import context
 from worker.http.pages import CONTENT_TYPES, NO_CACHE, STATIC_DIR
+from worker.service.context import WorkerContext
+from worker.service.records import sessions_elsewhere
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 15.0
+ELSEWHERE_POLL_S = 2.0
 WRITE_TIMEOUT_S = 10.0  # a monitor that cannot take one event in this long is dropped
 RETRY_MS = 3000  # how long EventSource waits before it reconnects
 SSE_HEADERS = {
@@ -83,15 +90,49 @@ async def stream(request: web.Request) -> web.StreamResponse:
         return error(503, "shutting_down", "this worker is shutting down")
     response = web.StreamResponse(headers=SSE_HEADERS)
     await response.prepare(request)
+    ctx = context(request)
     async with live.watch() as updates:
         streams.add(updates)
+        lease = ctx.database.lease if ctx.database is not None else None
+        others = asyncio.create_task(_elsewhere(ctx, updates)) if lease is not None else None
         try:
             await _feed(response, updates, live.summaries())
         except (ConnectionError, TimeoutError) as exc:  # the client left, or stopped reading
             log.debug("monitor stream from %s ended: %r", request.remote, exc)
         finally:
             streams.discard(updates)
+            if others is not None:
+                others.cancel()
     return response
+
+
+async def _elsewhere(ctx: WorkerContext, updates: asyncio.Queue[dict[str, Any]]) -> None:
+    """Sessions other workers serve (PostgreSQL): polled from the database every
+    `ELSEWHERE_POLL_S` and put into this stream's updates with the serving worker's node id
+    (`state` "elsewhere"; "gone" when they end or come here)."""
+    shown: set[str] = set()
+    while True:
+        try:
+            async with ctx.db().sessions() as db:
+                rows = await sessions_elsewhere(db, set(ctx.live.codes()))
+        except Exception as exc:  # an outage: try again next time
+            log.debug("monitor: other workers' sessions unavailable: %r", exc)
+            rows = None
+        if rows is not None:
+            for summary in rows:
+                _put(updates, summary)
+            now = {s["session_code"] for s in rows}
+            for code in shown - now:
+                if code not in ctx.live:
+                    _put(updates, {"session_code": code, "state": "gone"})
+            shown = now
+        await asyncio.sleep(ELSEWHERE_POLL_S)
+
+
+def _put(queue: asyncio.Queue[dict[str, Any]], update: dict[str, Any]) -> None:
+    if queue.full():  # the rule of LiveSessions.publish: drop the oldest
+        queue.get_nowait()
+    queue.put_nowait(update)
 
 
 async def _feed(

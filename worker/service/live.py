@@ -81,6 +81,9 @@ class LiveSessions:
     def __contains__(self, code: str) -> bool:
         return code in self._sessions
 
+    def codes(self) -> list[str]:
+        return list(self._sessions)
+
     def get(self, code: str) -> VivaSession | None:
         return self._sessions.get(code)
 

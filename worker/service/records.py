@@ -5,12 +5,44 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.grading import ScoredAnswer
+from db.nodes import session_owners
 from db.queries.questions import questions_for
-from db.tables import QuestionBank, Session
+from db.tables import QuestionBank, Session, User
 from worker.exam.evaluators import Question
+
+
+async def sessions_elsewhere(db: AsyncSession, here: set[str]) -> list[dict[str, Any]]:
+    """Monitor summaries of the sessions in progress that other live workers serve (their
+    shape is `VivaSession.summary()`'s, with `worker` and state "elsewhere")."""
+    owners = await session_owners(db)
+    rows = await db.execute(
+        select(Session, User.full_name, User.username)
+        .join(User, User.id == Session.user_id)
+        .where(Session.status == "in_progress")
+    )
+    out: list[dict[str, Any]] = []
+    for sess, full_name, username in rows:
+        if sess.session_code in here or sess.id not in owners:
+            continue
+        out.append(
+            {
+                "session_code": sess.session_code,
+                "student": full_name or username,
+                "college_type": sess.college_type,
+                "question_number": sess.current_question or None,
+                "question_count": sess.total_questions,
+                "answered": sess.questions_answered,
+                "state": "elsewhere",
+                "worker": owners[sess.id],
+                "last_latency_ms": sess.max_latency_ms,
+                "latencies_ms": [],
+            }
+        )
+    return out
 
 
 def scored_answers(sess: Session) -> tuple[ScoredAnswer, ...]:

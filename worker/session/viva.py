@@ -25,6 +25,7 @@ from aiohttp import web
 from core.config import Config
 from core.grading import ScoredAnswer, SessionTotals, session_totals
 from db import ops
+from db.ids import current_node_id
 from db.tables import utcnow
 from models.base import Sampling
 from models.hub import Hub
@@ -301,6 +302,7 @@ class VivaSession:
             "state": "ended" if self._finished else "connected" if self.connected else "away",
             "last_latency_ms": round(self.latencies[-1], 1) if self.latencies else None,
             "latencies_ms": [round(v, 1) for v in self.latencies[-20:]],
+            "worker": current_node_id(),  # which worker serves it (its node id)
         }
 
     def changed(self) -> None:

@@ -7,7 +7,9 @@ const LATENCY_BUDGET_MS = 400; // SPEC.md: turn latency under 400 ms
 const FINISHED_SHOWN = 25;
 const RESULT_DELAY_MS = 1500; // results are written behind the voice path: look a little later
 const RESULT_TRIES = 5;
-const STATE_LABELS = { connected: 'Connected', away: 'Away (may reconnect)', ended: 'Ending' };
+const STATE_LABELS = {
+  connected: 'Connected', away: 'Away (may reconnect)', ended: 'Ending', elsewhere: 'On another worker',
+};
 
 const $ = (id) => document.getElementById(id);
 
@@ -228,6 +230,7 @@ function fillRow(tr, s) {
     : `– / ${s.question_count}`), el('span', 'sub', `${s.answered} answered`));
   const state = el('td', 'state');
   state.append(el('span', `badge ${s.state}`, STATE_LABELS[s.state] || s.state));
+  if (s.worker !== undefined && s.worker !== null) state.append(el('span', 'sub', `worker ${s.worker}`));
   const last = el('td', 'num latency', ms(s.last_latency_ms));
   if (s.last_latency_ms > LATENCY_BUDGET_MS) last.classList.add('over');
   const spark = el('td', 'spark');
