@@ -7,6 +7,10 @@ Usage:
   python benchmarks/soak.py --profile fake --db postgres --sessions 50 --minutes 10 \
       --pg-restarts 3 --json results/soak_fake.json --worker-log results/soak_fake.log
 
+`--workers N` starts N worker processes on the one PostgreSQL; each student creates its
+sessions at a random worker and reconnects (after every drop) to a random one, retrying another
+when told `session_elsewhere` (the owner still holds the session).
+
 Each student answers every question at real-time pace with the clips of tests/data/clips and
 starts a new session when one ends, so the load stays at N. Faults come every `--fault-every-s`
 (round robin over `--faults`, each to a random student); PostgreSQL is restarted `--pg-restarts`
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import random
 import secrets
 import socket
@@ -79,10 +84,34 @@ async def scratch_database(args: argparse.Namespace, tmp: Path) -> AsyncIterator
 
 
 @asynccontextmanager
-async def soak_worker(
+async def soak_workers(
     args: argparse.Namespace, tmp: Path, db_url: str, api_key: str
+) -> AsyncIterator[list[tuple[str, asyncio.subprocess.Process]]]:
+    """`--workers` worker processes on the one database (each its own port, journal and log;
+    node ids leased from PostgreSQL), started in turn, stopped together with SIGTERM."""
+    async with contextlib.AsyncExitStack() as stack:
+        started = []
+        for i in range(args.workers):
+            log = args.worker_log if i == 0 else args.worker_log.with_name(f"worker{i}.log")
+            started.append(
+                await stack.enter_async_context(
+                    soak_worker(args, tmp / f"w{i}", db_url, api_key, log, init=i == 0)
+                )
+            )
+        yield started
+
+
+@asynccontextmanager
+async def soak_worker(
+    args: argparse.Namespace,
+    tmp: Path,
+    db_url: str,
+    api_key: str,
+    log_path: Path,
+    init: bool = True,
 ) -> AsyncIterator[tuple[str, asyncio.subprocess.Process]]:
     port = _free_port()
+    await asyncio.to_thread(tmp.mkdir, parents=True, exist_ok=True)
     env = worker_env(args.profile, tmp, port, api_key, args.sessions)
     env |= {
         "DATABASE_URL": db_url,
@@ -92,15 +121,16 @@ async def soak_worker(
     }
     if args.questions:
         env["VIVA__EXAM__TOTAL_QUESTIONS"] = str(args.questions)
+    env["VIVA_TOKEN_SECRET"] = f"{api_key}-tokens"  # shared: a token opens on any worker
     env.update(kv.split("=", 1) for kv in args.worker_env)
-    init = await asyncio.create_subprocess_exec(
-        sys.executable, "scripts/init_db.py", cwd=ROOT, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    output, _ = await init.communicate()
-    if init.returncode != 0:
-        raise SystemExit(f"init_db failed:\n{output.decode(errors='replace')}")
-    log_path = args.worker_log
+    if init:
+        done = await asyncio.create_subprocess_exec(
+            sys.executable, "scripts/init_db.py", cwd=ROOT, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        output, _ = await done.communicate()
+        if done.returncode != 0:
+            raise SystemExit(f"init_db failed:\n{output.decode(errors='replace')}")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
         proc = await asyncio.create_subprocess_exec(
@@ -148,11 +178,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         tmp = Path(tmpdir)
         args.worker_log = args.worker_log or tmp / "worker.log"
         async with scratch_database(args, tmp) as db_url:
-            async with soak_worker(args, tmp, db_url, api_key) as (url, proc):
-                sh, sampler = await drive(args, url, api_key, proc)
+            async with soak_workers(args, tmp, db_url, api_key) as started:
+                urls = [url for url, _ in started]
+                sh, sampler = await drive(args, urls, api_key, started[0][1])
             rows = await sf.read_rows(db_url)
         # Inside the temporary folder: the worker's log is read there unless --worker-log.
-        result = summarize(args, sh, sampler, rows, proc.returncode)
+        codes = [proc.returncode for _, proc in started]
+        result = summarize(args, sh, sampler, rows, codes[0] if len(codes) == 1 else codes)
     if args.json:
         plot(result, sampler.main, sh.restarts_s, args.json.with_suffix(".png"))
         result["plot"] = str(args.json.with_suffix(".png"))
@@ -170,16 +202,16 @@ def _small_window_socket(addr_info: Any) -> socket.socket:
 
 
 async def drive(
-    args: argparse.Namespace, url: str, api_key: str, proc: asyncio.subprocess.Process
+    args: argparse.Namespace, urls: list[str], api_key: str, proc: asyncio.subprocess.Process
 ) -> tuple[Shared, sf.RssSampler]:
     connector = aiohttp.TCPConnector(limit=0, socket_factory=_small_window_socket)
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=None)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
         cfg = StudentConfig(
-            http, url, api_key, load_clips(), 0, 60.0,
+            http, urls[0], api_key, load_clips(), 0, 60.0,
             args.college, args.scenario, secrets.token_hex(3),
         )  # fmt: skip
-        sh = Shared(cfg, time.monotonic(), args.send_timeout_s)
+        sh = Shared(cfg, time.monotonic(), args.send_timeout_s, workers=urls)
         sampler = sf.RssSampler(proc.pid, sh.t0, args.rss_every_s)
         students = [Student(sh, i) for i in range(args.sessions)]
         spread = args.ramp_s / max(1, args.sessions - 1)
@@ -216,7 +248,7 @@ def summarize(
     sh: Shared,
     sampler: sf.RssSampler,
     rows: dict[str, Any],
-    exit_code: int | None,
+    exit_code: int | list[int | None] | None,
 ) -> dict[str, Any]:
     check = check_rows(sh.sessions, rows["answers"], rows["results"], rows["ended"])
     end = args.minutes * 60
@@ -231,7 +263,10 @@ def summarize(
     p95_first = minutes[keys[0]]["p95"] if keys else None
     p95_last = minutes[keys[-1]]["p95"] if keys else None
     log_path: Path = args.worker_log
-    problems = log_problems(log_path.read_text(errors="replace").splitlines())
+    logs = [log_path] + [log_path.with_name(f"worker{i}.log") for i in range(1, args.workers)]
+    problems = log_problems(
+        [line for p in logs for line in p.read_text(errors="replace").splitlines()]
+    )
     errors = {k: v for k, v in sorted(sh.errors.items()) if v}
     rss: dict[str, Any] = {
         "start": round(sampler.main[0][1], 1) if sampler.main else None,
@@ -255,6 +290,7 @@ def summarize(
         "profile": args.profile,
         "db": args.db,
         "sessions": args.sessions,
+        "workers": args.workers,
         "minutes": args.minutes,
         "sessions_started": sum(s.connected for s in sh.sessions),
         "sessions_completed": sum(s.completed_status == "completed" for s in sh.sessions),
@@ -319,6 +355,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--db", choices=["sqlite", "postgres"], default="postgres")
     parser.add_argument("--keep-db", action="store_true")
     parser.add_argument("--sessions", type=int, default=10)
+    parser.add_argument(
+        "--workers", type=int, default=1,
+        help="worker processes on the one database (PostgreSQL); students create and reconnect"
+        " at a random one, and retry another when told session_elsewhere",
+    )  # fmt: skip
     parser.add_argument("--minutes", type=float, default=2)
     parser.add_argument("--questions", type=int, default=6, help="questions per viva (0: config)")
     parser.add_argument("--faults", default=",".join(FAULTS), help="comma-separated subset")
@@ -345,8 +386,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.faults = [f for f in args.faults.split(",") if f]
     if unknown := set(args.faults) - set(FAULTS):
         parser.error(f"unknown faults {sorted(unknown)}; known: {', '.join(FAULTS)}")
-    if args.sessions < 1 or args.minutes <= 0:
-        parser.error("--sessions and --minutes must be positive")
+    if args.sessions < 1 or args.minutes <= 0 or args.workers < 1:
+        parser.error("--sessions, --workers and --minutes must be positive")
+    if args.workers > 1 and args.db != "postgres":
+        parser.error("--workers needs --db postgres (SQLite has one writer process)")
     args.worker_log_kept = args.worker_log is not None
     return args
 

@@ -11,7 +11,7 @@ import json
 import random
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlparse
 
@@ -53,6 +53,15 @@ class Shared:
     faults: Counter[str] = field(default_factory=Counter)
     restarts_s: list[float] = field(default_factory=list)  # when PostgreSQL went down
     resumed: int = 0
+    workers: list[str] = field(default_factory=list)  # base URLs; more than one: pick at random
+
+    def at_random_worker(self, url: str) -> str:
+        """`url` (http(s) or ws(s)) on a random worker, when there are several."""
+        if len(self.workers) < 2:
+            return url
+        parts = urlparse(url)
+        host = urlparse(random.choice(self.workers)).netloc
+        return parts._replace(netloc=host).geturl()
 
 
 class Student:
@@ -67,7 +76,10 @@ class Student:
         await asyncio.sleep(delay_s)
         while not self.sh.stop.is_set():
             try:
-                url = await _create_session(self.sh.cfg, self.slot * 10_000 + self._n)
+                cfg = self.sh.cfg
+                if len(self.sh.workers) > 1:
+                    cfg = replace(cfg, base_url=random.choice(self.sh.workers))
+                url = await _create_session(cfg, self.slot * 10_000 + self._n)
             except StudentFailed as exc:
                 self.sh.errors[f"create:{exc}"] += 1
                 await asyncio.sleep(2)
@@ -82,8 +94,10 @@ class Student:
             await self._session(url, log)
 
     async def _session(self, url: str, log: SessionLog) -> None:
-        """Connect, and reconnect with the same token after every drop, until the viva ends."""
-        for attempt in range(8):
+        """Connect, and reconnect with the same token after every drop, until the viva ends
+        (with several workers, each attempt at a random one: more attempts, as a worker that is
+        not the session's owner refuses it)."""
+        for attempt in range(8 if len(self.sh.workers) < 2 else 40):
             try:
                 outcome = await self._connect(url, log, attempt > 0)
             except (aiohttp.ClientError, ConnectionError, TimeoutError) as exc:
@@ -91,10 +105,14 @@ class Student:
                 outcome = "dropped"
             if outcome != "dropped":
                 return
-            await asyncio.sleep(random.uniform(0.5, 2.0))
+            # Several workers: soon, at another one (the owner keeps it only for the grace period).
+            pause = (0.5, 2.0) if len(self.sh.workers) < 2 else (0.1, 0.4)
+            await asyncio.sleep(random.uniform(*pause))
         self._problem(log, "gave_up_reconnecting")
 
     async def _connect(self, url: str, log: SessionLog, again: bool) -> str:
+        if again:
+            url = self.sh.at_random_worker(url)
         async with self.sh.cfg.http.ws_connect(url, autoping=True) as ws:
             hello = await ws.receive(timeout=30)
             event = json.loads(hello.data) if hello.type == aiohttp.WSMsgType.TEXT else {}
@@ -102,6 +120,9 @@ class Student:
                 code = event.get("code", hello.type.name)
                 if code == "session_busy" and again:  # the old link is not seen gone yet
                     self.sh.provoked["session_busy_on_reconnect"] += 1
+                    return "dropped"
+                if code == "session_elsewhere" and again:  # another worker owns it: try again
+                    self.sh.provoked["session_elsewhere_on_reconnect"] += 1
                     return "dropped"
                 if code == "session_closed" and again:
                     # Dropped after the last answer (the exam completes without the student) or
