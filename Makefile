@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 MODELS_STAMP := .cache/models/.fetched
 
-.PHONY: venv models chromium run test lint typecheck pytest db lock bench-db bench-models bench-latency bench-turns bench-soak bench-soak-cpu clean
+.PHONY: venv models chromium run test lint typecheck pytest db lock bench-db bench-models bench-latency bench-turns bench-soak bench-soak-workers bench-soak-cpu clean
 
 venv: $(STAMP)
 
@@ -66,6 +66,12 @@ bench-soak: venv
 	  --pg-restarts 3 --json results/soak_fake.json --worker-log results/soak_fake.log
 
 # The same on the cpu profile's real models: 4 students, 3 minutes, one PostgreSQL restart.
+# Three workers on one PostgreSQL: students create and reconnect at random workers.
+bench-soak-workers: venv
+	$(BIN)/python benchmarks/soak.py --profile fake --db postgres --workers 3 --sessions 30 \
+	  --minutes 10 --pg-restarts 3 --json results/soak_fake_3workers.json \
+	  --worker-log results/soak_fake_3workers.log
+
 bench-soak-cpu: venv models
 	$(BIN)/python benchmarks/soak.py --profile cpu --db postgres --sessions 4 --minutes 3 \
 	  --pg-restarts 1 --json results/soak_cpu.json --worker-log results/soak_cpu.log
