@@ -172,6 +172,17 @@ def _tail(path: Path, lines: int = 30) -> str:
         return ""
 
 
+async def init_db(env: dict[str, str]) -> None:
+    """Migrate and seed the database the worker environment `env` names (exit on failure)."""
+    done = await asyncio.create_subprocess_exec(
+        sys.executable, "scripts/init_db.py", cwd=ROOT, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    output, _ = await done.communicate()
+    if done.returncode != 0:
+        raise SystemExit(f"init_db failed:\n{output.decode(errors='replace')}")
+
+
 @asynccontextmanager
 async def local_worker(args: argparse.Namespace, api_key: str) -> AsyncIterator[str]:
     """Migrate a fresh SQLite database, start `handler.py --serve`, wait for GET /ping == 200;
@@ -180,13 +191,7 @@ async def local_worker(args: argparse.Namespace, api_key: str) -> AsyncIterator[
         tmp, port = Path(tmpdir), _free_port()
         env = worker_env(args.profile, tmp, port, api_key, args.sessions)
         env.update(kv.split("=", 1) for kv in args.worker_env)
-        init = await asyncio.create_subprocess_exec(
-            sys.executable, "scripts/init_db.py", cwd=ROOT, env=env,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        output, _ = await init.communicate()
-        if init.returncode != 0:
-            raise SystemExit(f"init_db failed:\n{output.decode(errors='replace')}")
+        await init_db(env)
         log_path = args.worker_log or tmp / "worker.log"
         with log_path.open("wb") as log:
             proc = await asyncio.create_subprocess_exec(

@@ -46,7 +46,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks"]
 
 from benchmarks import soak_faults as sf  # noqa: E402
-from benchmarks.latency import _free_port, _stop, _tail, _wait_ready, worker_env  # noqa: E402
+from benchmarks.latency import (  # noqa: E402
+    _free_port,
+    _stop,
+    _tail,
+    _wait_ready,
+    init_db,
+    worker_env,
+)
 from benchmarks.latency_client import StudentConfig, load_clips, quantiles  # noqa: E402
 from benchmarks.report import emit  # noqa: E402
 from benchmarks.soak_accounting import (  # noqa: E402
@@ -124,13 +131,7 @@ async def soak_worker(
     env["VIVA_TOKEN_SECRET"] = f"{api_key}-tokens"  # shared: a token opens on any worker
     env.update(kv.split("=", 1) for kv in args.worker_env)
     if init:
-        done = await asyncio.create_subprocess_exec(
-            sys.executable, "scripts/init_db.py", cwd=ROOT, env=env,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        output, _ = await done.communicate()
-        if done.returncode != 0:
-            raise SystemExit(f"init_db failed:\n{output.decode(errors='replace')}")
+        await init_db(env)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
         proc = await asyncio.create_subprocess_exec(
