@@ -33,7 +33,15 @@ from db.ids import MAX_NODE, set_node_id
 
 log = logging.getLogger(__name__)
 LOCK_CLASS = 0x56495641  # "VIVA": advisory locks (LOCK_CLASS, node id) in the two-int space
-CHECK_S = 10.0
+# The lease connection is checked this often, and re-taken this soon after it broke: the
+# sooner, the shorter the time in which another worker could take one of its sessions.
+CHECK_S = 1.0
+RETAKE_S = 0.5
+
+
+class LeaseLost(RuntimeError):
+    """The lease connection is gone (a database restart): nothing can be owned until it is
+    taken again."""
 
 
 class NodeIdTaken(RuntimeError):
@@ -47,6 +55,7 @@ class NodeLease:
         self._conn: AsyncConnection | None = None
         self._watch: asyncio.Task[None] | None = None
         self._use = asyncio.Lock()  # one statement at a time on the lease connection
+        self._broken = asyncio.Event()
         self._owned: set[int] = set()
         self.on_lost: Callable[[set[int]], None] = lambda _ids: None
 
@@ -79,14 +88,19 @@ class NodeLease:
         raise NodeIdTaken(f"all {MAX_NODE + 1} node ids are held by live workers")
 
     async def own(self, session_id: int) -> bool:
-        """Take the session's lock: False when another live worker holds it."""
+        """Take the session's lock: False when another live worker holds it; LeaseLost while
+        the lease connection is broken."""
         async with self._use:
             if self._conn is None:
-                return False
-            result = await self._conn.execute(
-                text("SELECT pg_try_advisory_lock(:k)"), {"k": session_id}
-            )
-            await self._conn.commit()
+                raise LeaseLost("the database connection that holds this worker's locks is down")
+            try:
+                result = await self._conn.execute(
+                    text("SELECT pg_try_advisory_lock(:k)"), {"k": session_id}
+                )
+                await self._conn.commit()
+            except Exception as exc:
+                self._broken.set()  # the keeper re-takes the lease now
+                raise LeaseLost(f"the lease connection broke: {exc}") from exc
             owned = bool(result.scalar_one())
         if owned:
             self._owned.add(session_id)
@@ -103,18 +117,23 @@ class NodeLease:
 
     async def _keep(self) -> None:
         while True:
-            await asyncio.sleep(CHECK_S)
-            try:
-                assert self._conn is not None
-                async with self._use:
-                    await self._conn.execute(text("SELECT 1"))
-                    await self._conn.commit()
-                continue
-            except Exception as exc:  # the connection (and with it the lock) is gone
-                log.warning(
-                    "node id %s: lease connection lost (%s); taking one again", self.node_id, exc
-                )
-            await self._retake()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CHECK_S if self._conn is not None else RETAKE_S):
+                    await self._broken.wait()
+            self._broken.clear()
+            if self._conn is not None:
+                try:
+                    async with self._use:
+                        await self._conn.execute(text("SELECT 1"))
+                        await self._conn.commit()
+                    continue
+                except Exception as exc:  # the connection (and with it the locks) is gone
+                    log.warning("node id %s: lease connection lost (%s)", self.node_id, exc)
+            async with self._use:
+                try:
+                    await self._retake()
+                except Exception as exc:  # the database flapped again: retried in RETAKE_S
+                    log.warning("node id %s: lease not taken again yet (%s)", self.node_id, exc)
 
     async def _retake(self) -> None:
         with contextlib.suppress(Exception):
@@ -124,22 +143,32 @@ class NodeLease:
         try:
             conn = await self.engine.connect()
         except Exception as exc:
-            log.warning("node id %s: database still unreachable (%s)", self.node_id, exc)
-            return  # the next check tries again; ids made meanwhile are the old node's
+            log.debug("node id %s: database still unreachable (%s)", self.node_id, exc)
+            return  # tried again in RETAKE_S; ids made meanwhile are the old node's
         try:
-            node = await self._take(conn, self.node_id)
-        except NodeIdTaken:
-            node = await self._take(conn, None)
-            log.error("node id %s was taken while the lease was lost; now %s", self.node_id, node)
-            set_node_id(node)
-        lost = set()
-        for session_id in self._owned:
-            result = await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": session_id})
-            await conn.commit()
-            if not result.scalar_one():
-                lost.add(session_id)
+            try:
+                node = await self._take(conn, self.node_id)
+            except NodeIdTaken:
+                node = await self._take(conn, None)
+                log.error(
+                    "node id %s was taken while the lease was lost; now %s", self.node_id, node
+                )
+                set_node_id(node)
+            lost = set()
+            for session_id in self._owned:
+                result = await conn.execute(
+                    text("SELECT pg_try_advisory_lock(:k)"), {"k": session_id}
+                )
+                await conn.commit()
+                if not result.scalar_one():
+                    lost.add(session_id)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await conn.close()
+            raise
         self._owned -= lost
         self._conn, self.node_id = conn, node
+        log.info("node id %d: lease taken again, %d sessions kept", node, len(self._owned))
         if lost:
             log.error("sessions %s were taken by another worker while the lease was lost", lost)
             self.on_lost(lost)

@@ -13,6 +13,7 @@ import socket
 from aiohttp import web
 
 from db.engine import is_unreachable
+from db.nodes import LeaseLost
 from db.queries.sessions import get_by_code
 from db.tables import User
 from worker import protocol as p
@@ -60,7 +61,11 @@ async def _load_session(ctx: WorkerContext, code: str) -> VivaSession:
     if sess.status in ("completed", "terminated"):
         raise Refused("session_closed", f"session {code} is {sess.status}")
     lease = database.lease
-    if lease is not None and not await lease.own(sess.id):
+    try:
+        owned = lease is None or await lease.own(sess.id)
+    except LeaseLost as exc:  # a database restart: owning waits for the lease to come back
+        raise Refused("database_unavailable", UNREACHABLE) from exc
+    if not owned:
         message = "another worker is serving this session; reconnect in a moment"
         raise Refused("session_elsewhere", message)
     try:
