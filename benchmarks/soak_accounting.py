@@ -52,6 +52,18 @@ def _matches(row_text: str, transcript: str) -> bool:
     return row == said or row.endswith(" " + said)
 
 
+def superseded_dropped(texts: list[str]) -> list[str]:
+    """The transcripts of one question without those a later one continues: when the student
+    went on after the examiner began to reply, the reply was taken back and the client was told
+    the whole answer again (the earlier words first); only that whole answer is stored."""
+    norm = [" ".join(t.split()) for t in texts]
+    return [
+        t
+        for i, t in enumerate(texts)
+        if not any(later.startswith(norm[i] + " ") for later in norm[i + 1 :])
+    ]
+
+
 def check_rows(
     sessions: Iterable[SessionLog],
     answer_rows: Iterable[tuple[str, int, str | None]],
@@ -63,12 +75,17 @@ def check_rows(
     grace period or the shutdown ends those). Found: how many of them exist. Duplicated: answers
     rows for a key beyond what the client was told, when the client was told about that key,
     and results beyond one per session. A session the database says has ended wants its result
-    too. Rows for a key no client heard of are unacknowledged."""
+    too. Rows for a key no client heard of are unacknowledged. A transcript that a later one of
+    the same question continues (a reply taken back) is superseded: only the later is expected."""
+    sessions = list(sessions)
     told: dict[Key, list[str]] = defaultdict(list)
     want_result: set[str] = set(ended)  # sessions the database itself says have ended
     for s in sessions:
         for number, text in s.transcripts:
             told[(s.code, number)].append(text)
+    for key, texts in told.items():
+        told[key] = superseded_dropped(texts)
+    for s in sessions:
         if s.completed_status or s.ended_reason or (s.abandoned and s.connected):
             want_result.add(s.code)
     stored: dict[Key, list[str]] = defaultdict(list)

@@ -39,6 +39,18 @@ def test_a_followup_row_holds_the_joined_attempts() -> None:
     assert (check.rows_expected, check.rows_found, check.rows_duplicated) == (2, 2, 0)
 
 
+def test_a_reply_taken_back_is_superseded_by_the_whole_answer() -> None:
+    """The student went on after the examiner began to reply: the client was told the first
+    part, then the whole answer (first part first); one row holds the whole answer."""
+    sessions = [_told("A", (1, "insulin is made by the beta cells"), (1, "insulin is made by"
+                      " the beta cells it lowers blood sugar"))]  # fmt: skip
+    rows = [("A", 1, "insulin is made by the beta cells it lowers blood sugar")]
+    check = check_rows(sessions, rows, {})
+    assert (check.rows_expected, check.rows_found, check.missing) == (1, 1, [])
+    lost = check_rows(sessions, [], {})  # and when the whole answer is not stored, it is missing
+    assert lost.rows_expected == 1 and lost.rows_found == 0
+
+
 def test_missing_answer_and_missing_result() -> None:
     sessions = [_told("A", (1, "offer"), ended_reason="completed")]
     check = check_rows(sessions, [], {"A": 0})
