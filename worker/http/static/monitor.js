@@ -230,7 +230,8 @@ function fillRow(tr, s) {
     : `– / ${s.question_count}`), el('span', 'sub', `${s.answered} answered`));
   const state = el('td', 'state');
   state.append(el('span', `badge ${s.state}`, STATE_LABELS[s.state] || s.state));
-  if (s.worker !== undefined && s.worker !== null) state.append(el('span', 'sub', `worker ${s.worker}`));
+  // Which worker serves it, for the sessions another worker holds (this one's need no label).
+  if (s.state === 'elsewhere' && s.worker != null) state.append(el('span', 'sub', ` worker ${s.worker}`));
   const last = el('td', 'num latency', ms(s.last_latency_ms));
   if (s.last_latency_ms > LATENCY_BUDGET_MS) last.classList.add('over');
   const spark = el('td', 'spark');
