@@ -31,7 +31,7 @@ class IdGenerator:
             node_id = int.from_bytes(os.urandom(2), "big") & MAX_NODE
         if not 0 <= node_id <= MAX_NODE:
             raise ValueError(f"node_id must be in 0..{MAX_NODE}, got {node_id}")
-        self._node = self.node_id = node_id
+        self.node_id = node_id
         self._clock = clock_ms or (lambda: time.time_ns() // 1_000_000)
         self._lock = threading.Lock()
         self._last_ms = -1
@@ -49,7 +49,7 @@ class IdGenerator:
             else:
                 self._seq = 0
             self._last_ms = now
-            return (now << (NODE_BITS + SEQ_BITS)) | (self._node << SEQ_BITS) | self._seq
+            return (now << (NODE_BITS + SEQ_BITS)) | (self.node_id << SEQ_BITS) | self._seq
 
 
 def id_timestamp_ms(value: int) -> int:

@@ -37,6 +37,7 @@ LOCK_CLASS = 0x56495641  # "VIVA": advisory locks (LOCK_CLASS, node id) in the t
 # sooner, the shorter the time in which another worker could take one of its sessions.
 CHECK_S = 1.0
 RETAKE_S = 0.5
+APP_NAME = "viva-node-{}"  # the lease connection's application_name: who holds what, in SQL
 
 
 class LeaseLost(RuntimeError):
@@ -75,7 +76,7 @@ class NodeLease:
     async def _take(self, conn: AsyncConnection, wanted: int | None) -> int:
         order = [wanted] if wanted is not None else _spread(random.randrange(MAX_NODE + 1))
         for node in order:
-            if await _try_lock(conn, node):
+            if await _try_lock(conn, LOCK_CLASS, node):
                 # Named after its node, so a monitor anywhere can tell who holds a session.
                 await conn.execute(text(f"SET application_name = '{APP_NAME.format(node)}'"))
                 await conn.commit()
@@ -94,14 +95,10 @@ class NodeLease:
             if self._conn is None:
                 raise LeaseLost("the database connection that holds this worker's locks is down")
             try:
-                result = await self._conn.execute(
-                    text("SELECT pg_try_advisory_lock(:k)"), {"k": session_id}
-                )
-                await self._conn.commit()
+                owned = await _try_lock(self._conn, session_id)
             except Exception as exc:
                 self._broken.set()  # the keeper re-takes the lease now
                 raise LeaseLost(f"the lease connection broke: {exc}") from exc
-            owned = bool(result.scalar_one())
         if owned:
             self._owned.add(session_id)
         return owned
@@ -154,14 +151,7 @@ class NodeLease:
                     "node id %s was taken while the lease was lost; now %s", self.node_id, node
                 )
                 set_node_id(node)
-            lost = set()
-            for session_id in self._owned:
-                result = await conn.execute(
-                    text("SELECT pg_try_advisory_lock(:k)"), {"k": session_id}
-                )
-                await conn.commit()
-                if not result.scalar_one():
-                    lost.add(session_id)
+            lost = {s for s in self._owned if not await _try_lock(conn, s)}
         except BaseException:
             with contextlib.suppress(Exception):
                 await conn.close()
@@ -193,9 +183,11 @@ def _spread(start: int) -> list[int]:
     return [(start + i) % (MAX_NODE + 1) for i in range(MAX_NODE + 1)]
 
 
-async def _try_lock(conn: AsyncConnection, node: int) -> bool:
+async def _try_lock(conn: AsyncConnection, *key: int) -> bool:
+    """pg_try_advisory_lock on one bigint key (a session) or two ints (LOCK_CLASS, a node)."""
+    args = ", ".join(f":k{i}" for i in range(len(key)))
     result = await conn.execute(
-        text("SELECT pg_try_advisory_lock(:c, :n)"), {"c": LOCK_CLASS, "n": node}
+        text(f"SELECT pg_try_advisory_lock({args})"), {f"k{i}": k for i, k in enumerate(key)}
     )
     await conn.commit()  # the lock is session-level: it outlives the transaction
     return bool(result.scalar_one())
@@ -212,9 +204,6 @@ async def lease_node_id(engine: AsyncEngine, wanted: int | None) -> NodeLease | 
     return lease
 
 
-APP_NAME = "viva-node-{}"  # the lease connection's application_name: who holds what, in SQL
-
-
 async def session_owners(db: AsyncSession) -> dict[int, int]:
     """Session id -> the node id of the live worker that serves it (PostgreSQL only): read from
     the advisory locks held on the workers' lease connections."""
@@ -223,7 +212,7 @@ async def session_owners(db: AsyncSession) -> dict[int, int]:
             "SELECT (l.classid::bigint << 32) | l.objid::bigint, a.application_name"
             " FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
             " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1"
-            " AND a.application_name LIKE 'viva-node-%'"
+            f" AND a.application_name LIKE '{APP_NAME.format('%')}'"
         )
     )
     owners = {}

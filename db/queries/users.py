@@ -1,4 +1,4 @@
-"""Users: create, get, upsert (by username, for sessions created by the exam platform)."""
+"""Users: get, and upsert by username (race-safe create) for sessions the exam platform opens."""
 
 from __future__ import annotations
 
@@ -10,13 +10,6 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.tables import User
-
-
-async def create_user(db: AsyncSession, username: str, email: str, **fields: Any) -> User:
-    user = User(username=username, email=email, **fields)
-    db.add(user)
-    await db.flush()
-    return user
 
 
 async def get_user(db: AsyncSession, user_id: int) -> User | None:
@@ -44,9 +37,7 @@ async def upsert_user(
         stmt = insert(User).values(**values, **fields)
         await db.execute(stmt.on_conflict_do_nothing(index_elements=[User.username]))
         user = await get_user_by_username(db, username)
-        assert user is not None  # inserted now, or by whoever won the race
-        if user.email == values["email"] and all(getattr(user, k) == v for k, v in fields.items()):
-            return user
+        assert user is not None  # inserted now, or by whoever won the race: updated below
     if email is not None:
         user.email = email
     for key, value in fields.items():

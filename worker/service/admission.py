@@ -26,7 +26,6 @@ class Admission:
             "practice": KeyedBuckets(limits.practice_per_minute / 60, limits.practice_burst, clock),
             "ws": KeyedBuckets(limits.ws_opens_per_second, limits.ws_opens_burst, clock),
         }
-        self.audit_window_s = limits.audit_window_seconds
 
     def allow(self, kind: Kind, client: str | None) -> bool:
         return self._buckets[kind].admit(client or "?")

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from core.config import Config
 from core.errors import CodedError
-from core.text import PlainText, stripped
+from core.text import PlainText
 from core.vocabulary import CollegeType, RequestErrorCode
 from db.queries.audit import log_action
 from db.queries.questions import questions_for
@@ -32,7 +32,6 @@ EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 # Names the platform's students may not take: the seeded staff accounts and the like. Existing
 # users who are not students are refused too (`open_session`), whatever their name.
 RESERVED_IDS = frozenset({"admin", "administrator", "root", "system", "examiner", "monitor"})
-USER_AGENT_CHARS = 512
 
 
 class CreateSession(BaseModel):
@@ -144,6 +143,6 @@ async def _store(
             resource_type="session",
             resource_id=sess.session_code,
             ip_address=ip_address,
-            user_agent=stripped(user_agent, USER_AGENT_CHARS),
+            user_agent=user_agent,  # stripped and bounded by log_action
         )
     return sess, user, total
