@@ -45,11 +45,16 @@ class RowCheck:
     duplicates: list[str] = field(default_factory=list)  # the first few duplicated keys
 
 
-def _matches(row_text: str, transcript: str) -> bool:
-    """An answers row holds the attempt's transcript, or (after a follow-up) every attempt at
-    the question joined, the latest last."""
-    row, said = " ".join(row_text.split()), " ".join(transcript.split())
-    return row == said or row.endswith(" " + said)
+def _holds(row_text: str, transcripts: list[str]) -> bool:
+    """A question's answers row holds every attempt at it joined, in the order they were said
+    (and possibly one the client never heard of: its link dropped before the transcript)."""
+    row, at = " " + " ".join(row_text.split()) + " ", 0
+    for said in transcripts:
+        found = row.find(" " + " ".join(said.split()) + " ", at)
+        if found < 0:
+            return False
+        at = found + len(" ".join(said.split())) + 1
+    return True
 
 
 def superseded_dropped(texts: list[str]) -> list[str]:
@@ -70,13 +75,13 @@ def check_rows(
     result_counts: Mapping[str, int],
     ended: Iterable[str] = (),
 ) -> RowCheck:
-    """Expected: one answers row per transcript a client received (same session, question and
-    text) and one results row per session that a client saw end or abandoned on purpose (the
-    grace period or the shutdown ends those). Found: how many of them exist. Duplicated: answers
-    rows for a key beyond what the client was told, when the client was told about that key,
-    and results beyond one per session. A session the database says has ended wants its result
-    too. Rows for a key no client heard of are unacknowledged. A transcript that a later one of
-    the same question continues (a reply taken back) is superseded: only the later is expected."""
+    """Expected: one answers row per question a client was told a transcript of (holding every
+    transcript told for it, in order) and one results row per session that a client saw end or
+    abandoned on purpose (the grace period or the shutdown ends those). Found: how many of them
+    exist. Duplicated: answers rows of a question beyond one, and results beyond one per
+    session. A session the database says has ended wants its result too. Rows of a question no
+    client heard of are unacknowledged. A transcript that a later one of the same question
+    continues (a reply taken back) is superseded: the later holds it."""
     sessions = list(sessions)
     told: dict[Key, list[str]] = defaultdict(list)
     want_result: set[str] = set(ended)  # sessions the database itself says have ended
@@ -95,26 +100,17 @@ def check_rows(
     missing: list[str] = []
     dups: list[str] = []
     for key, texts in told.items():
-        rows = list(stored.get(key, []))
-        expected += len(texts)
-        for said in texts:
-            hit = next((i for i, row in enumerate(rows) if _matches(row, said)), None)
-            if hit is None:
-                if len(missing) < 5:
-                    missing.append(f"answers {key[0]} q{key[1]} {said!r}")
-                continue
+        # One row per question of a session, whatever was said to it and whoever wrote it.
+        rows = stored.get(key, [])
+        expected += 1
+        if any(_holds(row, texts) for row in rows):
             found += 1
-            rows.pop(hit)
-        # A leftover row with the text of another row of the key is the same attempt stored
-        # twice; one with its own text is an attempt the client was not told about (its link
-        # dropped before the transcript reached it).
-        for row in rows:
-            if stored[key].count(row) > 1:
-                duplicated += 1
-                if len(dups) < 5:
-                    dups.append(f"answers {key[0]} q{key[1]} {row!r} x{stored[key].count(row)}")
-            else:
-                unacknowledged += 1
+        elif len(missing) < 5:
+            missing.append(f"answers {key[0]} q{key[1]} {' | '.join(texts)!r} in {rows!r}")
+        if len(rows) > 1:
+            duplicated += len(rows) - 1
+            if len(dups) < 5:
+                dups.append(f"answers {key[0]} q{key[1]} x{len(rows)}")
     unacknowledged += sum(len(rows) for key, rows in stored.items() if key not in told)
     for code in sorted(want_result):
         expected += 1

@@ -35,6 +35,7 @@ SESSION_UPDATABLE = frozenset(
         "total_questions",
         "current_question",
         "questions_answered",
+        "progress",
         "voice_detected_count",
         "avg_latency_ms",
         "max_latency_ms",

@@ -109,6 +109,9 @@ class Session(_Stamped, Base):
     total_questions: Mapped[int] = mapped_column(Integer, default=12)
     current_question: Mapped[int] = mapped_column(Integer, default=0)
     questions_answered: Mapped[int] = mapped_column(Integer, default=0)
+    # Where the current question stands (what was said to it, follow-ups and time used), so
+    # another worker can resume it: `ExamFlow.checkpoint()`, written at every turn.
+    progress: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     voice_detected_count: Mapped[int] = mapped_column(Integer, default=0)
     avg_latency_ms: Mapped[float | None] = mapped_column(Float)
     max_latency_ms: Mapped[float | None] = mapped_column(Float)
@@ -142,6 +145,8 @@ class QuestionBank(_Stamped, Base):
 
 class Answer(_Stamped, Base):
     __tablename__ = "answers"
+    # One row per question of a session, whoever writes it: a follow-up's answer updates it.
+    __table_args__ = (UniqueConstraint("session_id", "question_number"),)
     session_id: Mapped[int] = mapped_column(
         BigInteger, ForeignKey("sessions.id", ondelete="CASCADE"), index=True
     )

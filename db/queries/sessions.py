@@ -18,7 +18,7 @@ from sqlalchemy.orm import selectinload
 
 from db.ids import new_id
 from db.queries.results import SessionNotFound, compute_and_store_result
-from db.tables import Answer, Result, Session, utcnow
+from db.tables import Answer, Evaluation, Result, Session, utcnow
 
 # No 0/O, 1/I/L: codes are read aloud and typed by people.
 CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
@@ -148,3 +148,17 @@ async def list_sessions(db: AsyncSession, status: str | None = "in_progress") ->
     if status is not None:
         stmt = stmt.where(Session.status == status)
     return (await db.execute(stmt)).scalars().all()
+
+
+async def answer_row_ids(
+    db: AsyncSession, session_id: int, question_number: int
+) -> tuple[int, int | None] | None:
+    """The ids of the answer to `question_number` in a session and of its evaluation (None
+    when it has none yet); None when the question has no answer row."""
+    stmt = (
+        select(Answer.id, Evaluation.id)
+        .outerjoin(Evaluation, Evaluation.answer_id == Answer.id)
+        .where(Answer.session_id == session_id, Answer.question_number == question_number)
+    )
+    row = (await db.execute(stmt)).first()
+    return None if row is None else (row[0], row[1])

@@ -87,7 +87,7 @@ def answer_and_evaluation(viva: Viva, n: int, score: float = 7.0) -> tuple[ops.U
         "answers",
         session_id=viva.session_id,
         question_bank_id=q,
-        question_number=n % len(viva.question_ids) + 1,
+        question_number=n + 1,  # one answer row per question number of a session
         transcribed_text=f"answer {n}",
         confidence_score=0.9,
     )

@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import func, select
 
 from db.ids import MAX_NODE, SEQ_BITS
-from db.tables import Answer, AuditLog, Result, Session
+from db.tables import Answer, AuditLog, Evaluation, Result, Session
 from tests.db.helpers import AUTH
 from tests.db.student import Student, clip_pcm, silence
 from tests.db.test_handler_modes import Proc, free_port, wait_for, worker, worker_env
@@ -29,24 +29,27 @@ pytestmark = [
     pytest.mark.parametrize("empty_db_url", ["postgres"], indirect=True),
 ]
 LAW = {"college_type": "law", "scenario_id": "law_of_contract"}
+QUESTIONS = 12
 
 
 @contextlib.contextmanager
-def workers(db_url: str, tmp_path: Path, n: int) -> Iterator[list[tuple[str, Proc]]]:
+def workers(
+    db_url: str, tmp_path: Path, n: int, **env: str
+) -> Iterator[list[tuple[str, Proc]]]:
     with contextlib.ExitStack() as stack:
         started = []
         for i in range(n):
             port = free_port()
-            env = worker_env(
-                db_url,
-                tmp_path / f"w{i}",
-                PORT=str(port),
-                VIVA__WRITER__BATCH_INTERVAL_MS="50",
-                VIVA__EXAM__MAX_FOLLOWUPS="0",
-                VIVA__EXAM__TOTAL_QUESTIONS="4",
-                VIVA__EXAM__RECONNECT_GRACE_SECONDS="20",
-            )
-            proc = stack.enter_context(worker(["--serve"], env, tmp_path / f"w{i}.log"))
+            settings = {
+                "PORT": str(port),
+                "VIVA__WRITER__BATCH_INTERVAL_MS": "50",
+                "VIVA__EXAM__MAX_FOLLOWUPS": "0",
+                "VIVA__EXAM__TOTAL_QUESTIONS": "4",
+                "VIVA__EXAM__RECONNECT_GRACE_SECONDS": "20",
+                **env,
+            }
+            proc_env = worker_env(db_url, tmp_path / f"w{i}", **settings)
+            proc = stack.enter_context(worker(["--serve"], proc_env, tmp_path / f"w{i}.log"))
             started.append((f"127.0.0.1:{port}", proc))
         yield started
 
@@ -157,13 +160,65 @@ async def test_one_owner_and_a_move_when_it_dies(
     assert await count(db_session, Result) == 1
 
 
+async def test_a_follow_up_under_way_moves_with_what_was_said(
+    db_url: str, tmp_path: Path, db_session: Any
+) -> None:
+    """The owner dies while its follow-up to question 1 waits for an answer: the other worker
+    asks that follow-up again (not the question, not the greeting), and the two attempts are one
+    answer row."""
+    with workers(db_url, tmp_path, 2, VIVA__EXAM__MAX_FOLLOWUPS="1") as procs:
+        (a, proc_a), (b, _) = procs
+        for host, proc in procs:
+            await wait_for(f"http://{host}/ping", proc)
+        async with aiohttp.ClientSession() as http:
+            resp = await http.post(
+                f"http://{a}/v1/sessions", json={**LAW, "student_id": "s"}, headers=AUTH
+            )
+            opened = await resp.json()
+            code = opened["session_code"]
+            s = Student(await http.ws_connect(stream_url(a, opened))).start()
+            await answer(s, 1)  # the fake transcript names no keyword: a follow-up
+            followup = await s.until("response.created", kind="followup")
+            await s.until("response.done", response_id=followup["response_id"])
+
+            async def followups_checkpointed() -> int:
+                async with db_session() as db:
+                    sess = (await db.execute(select(Session).filter_by(session_code=code))).one()
+                progress = sess[0].progress or {}
+                return int(progress.get("followups", 0) and len(progress.get("said", [])))
+
+            await eventually(followups_checkpointed, 1)  # heard out: the answer stands
+            first = s.of("conversation.item.input_audio_transcription.completed")[0]["transcript"]
+            proc_a.popen.send_signal(signal.SIGKILL)
+            await asyncio.to_thread(proc_a.popen.wait, 10)
+            await s.closed(within=10)
+            back = Student(await http.ws_connect(stream_url(b, opened))).start()
+            assert (await back.until("session.created"))["resumed"] is True
+            assert (await back.until("response.created"))["kind"] == "repeat"
+            assert not back.of("exam.question") or back.of("exam.question")[0]["number"] == 1
+            await answer(back, 1)
+            second = back.of("conversation.item.input_audio_transcription.completed")[0]
+            # The follow-up was used before the move: the examiner moves on, to question 2.
+            assert (await back.until("response.created", count=2))["kind"] == "acknowledge"
+            await back.until("exam.question", number=2)
+            await back.event({"type": "session.end"})
+            await back.until("session.ended")
+            await eventually(lambda: count(db_session, Result), 1)
+    async with db_session() as db:
+        answers = (await db.execute(select(Answer))).scalars().all()
+        evaluations = await count(db_session, Evaluation)
+    assert [a.question_number for a in answers] == [1]
+    assert answers[0].transcribed_text == f"{first} {second['transcript']}"
+    assert evaluations == 1
+
+
 async def test_students_reconnecting_anywhere_are_served_once(
     db_url: str, tmp_path: Path, db_session: Any
 ) -> None:
     """Three workers; three students each reconnect to a random worker after every answer
-    (retrying another when told `session_elsewhere`) and finish a 4-question viva."""
+    (retrying another when told `session_elsewhere`) and finish a 12-question viva."""
     rng = random.Random(16)
-    with workers(db_url, tmp_path, 3) as procs:
+    with workers(db_url, tmp_path, 3, VIVA__EXAM__TOTAL_QUESTIONS=str(QUESTIONS)) as procs:
         hosts = [host for host, _ in procs]
         for host, proc in procs:
             await wait_for(f"http://{host}/ping", proc)
@@ -176,7 +231,7 @@ async def test_students_reconnecting_anywhere_are_served_once(
                 ).json()
                 kinds: list[str] = []
                 asked: list[list[int]] = []  # question numbers announced, per connection
-                for number in range(1, 5):
+                for number in range(1, QUESTIONS + 1):
                     while True:  # until a worker serves it: the owner, or anyone once it is free
                         s = Student(
                             await http.ws_connect(stream_url(rng.choice(hosts), opened))
@@ -186,7 +241,7 @@ async def test_students_reconnecting_anywhere_are_served_once(
                             break
                         await asyncio.sleep(0.2)
                     await answer(s, number)
-                    if number == 4:
+                    if number == QUESTIONS:
                         await s.until("exam.completed")
                     kinds += [e["kind"] for e in s.of("response.created")]
                     asked.append([q["number"] for q in s.of("exam.question")])
@@ -198,11 +253,11 @@ async def test_students_reconnecting_anywhere_are_served_once(
     for kinds, asked in all_kinds:
         assert kinds.count("greeting") == 1, kinds  # never from the greeting again
         flat = [n for numbers in asked for n in numbers]
-        assert flat == sorted(flat) and set(flat) == {1, 2, 3, 4}, asked  # never back
+        assert flat == sorted(flat) and set(flat) == set(range(1, QUESTIONS + 1)), asked
         assert all(len(numbers) == len(set(numbers)) for numbers in asked), asked
     async with db_session() as db:
         rows = (await db.execute(select(Answer.session_id, Answer.question_number))).all()
-    assert len(rows) == 12 and len(set(rows)) == 12  # 4 per session, none twice
+    assert len(rows) == 3 * QUESTIONS and len(set(rows)) == 3 * QUESTIONS  # none twice
     assert await count(db_session, Result) == 3
     assert await count(db_session, AuditLog, action="session.started") == 3
 

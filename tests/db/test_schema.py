@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -11,6 +13,7 @@ from sqlalchemy import delete, inspect, select
 from sqlalchemy.exc import IntegrityError
 
 from core.config import DatabaseConfig
+from db.batch import apply_ops
 from db.engine import DatabaseNotMigrated, create_engine, ensure_migrated
 from db.migrate import downgrade, upgrade
 from db.tables import Answer, AuditLog, Base, Evaluation, QuestionBank, Result, Session
@@ -92,12 +95,43 @@ async def test_unique_constraints(db_session) -> None:  # type: ignore[no-untype
         db.add(Evaluation(**second))
         with pytest.raises(IntegrityError):
             await db.commit()
+    # one answer per question of a session
+    again, _ = answer_and_evaluation(viva, 0)
+    async with db_session() as db:
+        db.add(Answer(**again.row))
+        with pytest.raises(IntegrityError):
+            await db.commit()
     # a question with answers cannot be deleted (RESTRICT)
     async with db_session() as db:
         qid = answer.row["question_bank_id"]
         with pytest.raises(IntegrityError):
             await db.execute(delete(QuestionBank).where(QuestionBank.id == qid))
             await db.commit()
+
+
+async def test_upgrade_to_one_answer_per_question_keeps_the_latest(
+    db_url: str, db_session: Any
+) -> None:
+    """Before 0002 a follow-up's answer was a row of its own holding every attempt joined: the
+    upgrade keeps the latest row of each question (and its evaluation)."""
+    viva = await make_viva(db_session)
+    await asyncio.to_thread(downgrade, db_url, "0001")
+    first, first_eval = answer_and_evaluation(viva, 0, score=3.0)
+    later, later_eval = answer_and_evaluation(viva, 0, score=8.0)
+    later.row["created_at"] = first.row["created_at"] + dt.timedelta(seconds=5)
+    other, other_eval = answer_and_evaluation(viva, 1)
+    engine = create_engine(DatabaseConfig(url=db_url))
+    try:
+        async with engine.begin() as conn:
+            await apply_ops(conn, [first, first_eval, later, later_eval, other, other_eval])
+        await asyncio.to_thread(upgrade, db_url)
+        async with engine.connect() as conn:
+            answers = (await conn.execute(select(Answer.id).order_by(Answer.id))).scalars().all()
+            scores = (await conn.execute(select(Evaluation.score_obtained))).scalars().all()
+    finally:
+        await engine.dispose()
+    assert sorted(answers) == sorted([later.row["id"], other.row["id"]])
+    assert sorted(scores) == [7.0, 8.0]
 
 
 async def test_cascades(db_session) -> None:  # type: ignore[no-untyped-def]

@@ -269,7 +269,7 @@ async def test_nudge_after_silence_then_time_limit(viva: Start) -> None:
     assert kinds == ["greeting", "question", "nudge", "acknowledge", "question"]
     assert NUDGE in ws.said() and TIME_UP in ws.said()
     assert v.writer.answers() == []  # nothing was said: nothing is stored
-    assert {"current_question": 2} in v.writer.session_updates()
+    assert 2 in [u.get("current_question") for u in v.writer.session_updates()]
 
 
 async def test_time_limit_cuts_a_long_answer_and_keeps_it(viva: Start) -> None:

@@ -343,3 +343,49 @@ def test_resumes_give_back_at_most_the_grace_period_per_question() -> None:
     clock.now += 5
     flow.resume()
     assert flow.time_left() == 60
+
+
+def test_a_checkpoint_carries_what_was_said_followups_and_time_to_another_flow() -> None:
+    clock = Clock()
+    flow = started(3, clock, max_followups=1, max_question_duration_seconds=120)
+    assert kinds(flow.answer(PARTIAL, 4.0)) == ["Evaluate", "followup"]
+    flow.commit()
+    clock.now += 30
+    saved = flow.checkpoint()
+    assert saved["index"] == 0 and saved["said"] == [PARTIAL] and saved["followups"] == 1
+    # Another worker picks it up: the follow-up is asked again, the time used stays used.
+    other_clock = Clock()
+    other = make_flow(3, other_clock, max_followups=1, max_question_duration_seconds=120)
+    other.continue_at(saved["index"], 1, saved)
+    assert other.time_left() == pytest.approx(120 - 30)
+    assert says(other.resume()) == [("repeat", f"Welcome back. {flow._last_prompt}")]
+    decisions = other.answer("Also consideration and intention.", 3.0)
+    evaluate = next(d for d in decisions if isinstance(d, Evaluate))
+    assert evaluate.attempt == 2 and evaluate.transcript.startswith(PARTIAL)
+    assert kinds(decisions)[1:] == ["acknowledge", "question"]  # no second follow-up
+    assert other.answered == 1
+
+
+def test_a_reply_that_can_be_taken_back_is_not_in_the_checkpoint() -> None:
+    flow = started(3, max_followups=0)
+    assert kinds(flow.answer(FULL, 6.0)) == ["Evaluate", "acknowledge", "question"]
+    assert flow.tentative and flow.index == 1
+    saved = flow.checkpoint()  # the worker dies before the reply is heard out
+    assert saved["index"] == 0 and saved["said"] == [] and saved["held"] == [[FULL, 6.0]]
+    other = make_flow(3, max_followups=0)
+    other.continue_at(saved["index"], 0, saved)
+    other.resume()
+    decisions = other.silence(other.cfg.short_answer_wait_seconds)  # nothing more: it stands
+    evaluate = next(d for d in decisions if isinstance(d, Evaluate))
+    assert evaluate.question.number == 1 and evaluate.transcript == FULL
+    flow.commit()
+    assert flow.checkpoint()["index"] == 1  # heard out: the next question is where it stands
+
+
+def test_a_checkpoint_of_another_question_is_not_applied() -> None:
+    flow = started(3, max_followups=1)
+    flow.answer(PARTIAL, 4.0)
+    saved = flow.checkpoint()
+    other = make_flow(3, max_followups=1)
+    other.continue_at(2, 1, saved)  # the database says question 3: the checkpoint is stale
+    assert other.index == 2 and other._attempts == [] and other.followups_used == 0

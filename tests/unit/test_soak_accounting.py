@@ -34,9 +34,14 @@ def test_every_told_answer_and_result_found() -> None:
 
 def test_a_followup_row_holds_the_joined_attempts() -> None:
     sessions = [_told("A", (1, "offer"), (1, "and acceptance"))]
-    rows = [("A", 1, "offer"), ("A", 1, "offer and acceptance")]
-    check = check_rows(sessions, rows, {})
-    assert (check.rows_expected, check.rows_found, check.rows_duplicated) == (2, 2, 0)
+    check = check_rows(sessions, [("A", 1, "offer and acceptance")], {})
+    assert (check.rows_expected, check.rows_found, check.rows_duplicated) == (1, 1, 0)
+    # The follow-up's answer overwrote the first instead of joining it: missing.
+    lost = check_rows(sessions, [("A", 1, "and acceptance")], {})
+    assert lost.rows_found == 0 and lost.missing
+    # Out of order, or only a word in common with the row, is not holding it.
+    assert check_rows(sessions, [("A", 1, "and acceptance offer")], {}).rows_found == 0
+    assert check_rows([_told("A", (1, "offer"))], [("A", 1, "offers")], {}).rows_found == 0
 
 
 def test_a_reply_taken_back_is_superseded_by_the_whole_answer() -> None:
@@ -58,17 +63,19 @@ def test_missing_answer_and_missing_result() -> None:
     assert len(check.missing) == 2
 
 
-def test_the_same_attempt_stored_twice_is_a_duplicate() -> None:
+def test_two_rows_for_one_question_are_a_duplicate() -> None:
     sessions = [_told("A", (1, "offer"))]
     check = check_rows(sessions, [("A", 1, "offer"), ("A", 1, "offer")], {})
     assert (check.rows_found, check.rows_duplicated, check.rows_unacknowledged) == (1, 1, 0)
+    check = check_rows(sessions, [("A", 1, "offer"), ("A", 1, "offer more")], {})
+    assert (check.rows_found, check.rows_duplicated) == (1, 1)
 
 
 def test_an_attempt_the_client_never_heard_of_is_unacknowledged_not_duplicated() -> None:
     sessions = [_told("A", (1, "offer"))]
-    rows = [("A", 1, "offer"), ("A", 1, "offer offer"), ("A", 2, "x")]
+    rows = [("A", 1, "offer offer"), ("A", 2, "x")]  # a second attempt the client missed
     check = check_rows(sessions, rows, {})
-    assert (check.rows_duplicated, check.rows_unacknowledged) == (0, 2)
+    assert (check.rows_found, check.rows_duplicated, check.rows_unacknowledged) == (1, 0, 1)
 
 
 def test_results_duplicated_and_ended_in_database() -> None:

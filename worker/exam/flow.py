@@ -174,15 +174,50 @@ class ExamFlow:
             raise RuntimeError("the exam has already started")
         return [Say(_greeting(len(self.questions)), "greeting"), self._ask()]
 
-    def continue_at(self, index: int, answered: int) -> None:
+    def continue_at(
+        self, index: int, answered: int, progress: dict[str, Any] | None = None
+    ) -> None:
         """Pick up an exam another worker was running, at question `index` (0-based) with
         `answered` questions scored: the next connection resumes it (`resume()`), never from
-        the greeting. What was said to that question before the move is not carried."""
+        the greeting. `progress` is that worker's last `checkpoint()`: when it is about the
+        same question, what was said to it, the follow-ups used and the time used carry over."""
         if self.phase != "greeting":
             raise RuntimeError("the exam has already started")
         self.index = min(max(index, 0), len(self.questions) - 1)
         self._ask()
         self.answered = answered
+        if not progress or progress.get("index") != self.index:
+            return
+        self._attempts = [str(t) for t in progress.get("said", [])]
+        self._held = [(str(t), float(d)) for t, d in progress.get("held", [])]
+        self.followups_used = int(progress.get("followups", 0))
+        self._last_prompt = str(progress.get("prompt") or self._last_prompt)
+        self._outage_credit = float(progress.get("credit", self._outage_credit))
+        assert self.question_started_at is not None
+        self.question_started_at -= float(progress.get("elapsed_s", 0.0))
+        self.answered = max(answered, int(progress.get("answered", 0)))
+
+    def checkpoint(self) -> dict[str, Any]:
+        """Where the exam stands, as another worker would resume it (`continue_at`): JSON-ready.
+        A reply that can still be taken back is not part of it: the answer it replied to is
+        held, so a move never skips a question nor loses what was said."""
+        if self._undo is not None:
+            before, text, duration = self._undo
+            state, held = before, [(text, duration)]
+        else:
+            state, held = self._snapshot(), list(self._held)
+        started = state["question_started_at"]
+        elapsed = 0.0 if started is None else max(0.0, self._clock() - started)
+        return {
+            "index": state["index"],
+            "said": list(state["_attempts"]),
+            "held": [[t, round(d, 3)] for t, d in held],
+            "followups": state["followups_used"],
+            "prompt": state["_last_prompt"],
+            "credit": round(state["_outage_credit"], 3),
+            "elapsed_s": round(elapsed, 3),
+            "answered": state["answered"],
+        }
 
     def prompts(self) -> list[str]:
         """The fixed texts that can start a reply (and the opening), in the order they are

@@ -87,7 +87,7 @@ async def _make_session(ctx: WorkerContext, code: str) -> VivaSession:
         user = await db.get(User, sess.user_id)
         moved = None
         if sess.status == "in_progress":
-            moved = Moved(max(sess.current_question - 1, 0), scored_answers(sess))
+            moved = Moved.of(sess, scored_answers(sess))
     questions = tuple(asked[: sess.total_questions])
     student = (user.full_name or user.username) if user is not None else ""
     record = SessionRecord(

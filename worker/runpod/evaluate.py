@@ -9,14 +9,16 @@ import base64
 import time
 from typing import Any
 
+from db.ids import new_id
 from db.queries.questions import get_question
-from db.queries.sessions import get_by_code
+from db.queries.sessions import answer_row_ids, get_by_code
 from worker.exam.evaluators import Evaluation, Question
 from worker.runpod.audio import decode_audio, wav_bytes
 from worker.runpod.errors import JobError
 from worker.runpod.jobs import EvaluateJob, examiner_reply
 from worker.runpod.shared import JobServices, evaluation_json, ms_since
 from worker.service.records import question_from_row
+from worker.session.scoring import RowIds
 
 
 async def evaluate_job(s: JobServices, job: EvaluateJob) -> dict[str, Any]:
@@ -60,7 +62,12 @@ async def evaluate_job(s: JobServices, job: EvaluateJob) -> dict[str, Any]:
     result, pcm = scoring.result(), speech.result()
     persisted = None
     if session_id is not None:
-        answer_id, evaluation_id, seq = s.store_answer(session_id, question, transcript, result)
+        async with s.db.sessions() as db:  # a question's answer is one row: an earlier one is
+            found = await answer_row_ids(db, session_id, question.number)  # rewritten
+        rows = None if found is None else RowIds(found[0], found[1] or new_id())
+        answer_id, evaluation_id, seq = s.store_answer(
+            session_id, question, transcript, result, rows
+        )
         await s.db.writer.wait_accepted(seq)  # durable in the journal
         persisted = {"answer_id": answer_id, "evaluation_id": evaluation_id}
     timings["total"] = ms_since(started)

@@ -12,6 +12,7 @@ from typing import Any
 
 from core.config import Config
 from db import ops
+from db.ids import new_id
 from db.queries.sessions import get_by_code
 from db.tables import utcnow
 from models.base import Transcript
@@ -24,7 +25,7 @@ from worker.service.context import WorkerContext
 from worker.service.opening import Opened
 from worker.service.records import session_json
 from worker.service.resources import Database
-from worker.session.scoring import answer_row, evaluation_row
+from worker.session.scoring import RowIds, answer_row, evaluation_row
 from worker.voice.speaker import PromptCache
 
 log = logging.getLogger(__name__)
@@ -84,18 +85,26 @@ class JobServices:
         )
 
     def store_answer(
-        self, session_id: int, question: Question, transcript: Transcript, result: Evaluation
+        self,
+        session_id: int,
+        question: Question,
+        transcript: Transcript,
+        result: Evaluation,
+        rows: RowIds | None = None,
     ) -> tuple[int, int, int]:
-        """Enqueue the answer and its evaluation; (answer id, evaluation id, last seq)."""
+        """Enqueue the answer and its evaluation (rewriting `rows` when the question has them);
+        (answer id, evaluation id, last seq)."""
         writer = self.db.writer
+        rows = rows or RowIds(new_id(), new_id())
         answer = answer_row(
             session_id,
             question,
             transcript.text,
             transcript.confidence,
             transcript.duration_s or None,
+            id=rows.answer,
         )
-        evaluation = evaluation_row(answer.row["id"], session_id, result)
+        evaluation = evaluation_row(rows.answer, session_id, result, id=rows.evaluation)
         writer.enqueue(answer)
         seq = writer.enqueue(evaluation)
         return answer.row["id"], evaluation.row["id"], seq

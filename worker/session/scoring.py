@@ -1,6 +1,10 @@
 """Scoring one answer off the voice path: write the answer, evaluate it, wait (boundedly) for the
 turn's latency so the evaluation row carries it, write the evaluation.
 
+A question has one answer row and one evaluation row (`RowIds`), whoever writes them: a
+follow-up's answer rewrites the row with everything said to the question, and its evaluation
+replaces the earlier one unless it scores lower (a follow-up never costs marks).
+
 A failure here is logged and leaves the answer without an evaluation; it never ends the session.
 """
 
@@ -24,6 +28,14 @@ LATENCY_WAIT_S = 30.0  # a reply cut by a barge-in may never produce a first aud
 
 
 @dataclass(frozen=True)
+class RowIds:
+    """The ids of a question's answer and evaluation rows."""
+
+    answer: int
+    evaluation: int
+
+
+@dataclass(frozen=True)
 class ScoringContext:
     session_id: int
     llm: LLM
@@ -39,9 +51,15 @@ async def score_answer(
     transcript: Transcript | None,
     duration_s: float,
     latency_f: asyncio.Future[float] | None,
+    rows: RowIds,
+    keep: Callable[[ScoredAnswer], bool] = lambda _: True,
 ) -> ScoredAnswer | None:
+    """Score `d`; None when it could not be scored or `keep` says an earlier evaluation of the
+    question stands (then its evaluation row is left as it is)."""
     confidence = transcript.confidence if transcript else None
-    answer = answer_row(ctx.session_id, d.question, d.transcript, confidence, duration_s)
+    answer = answer_row(
+        ctx.session_id, d.question, d.transcript, confidence, duration_s, id=rows.answer
+    )
     ctx.enqueue(answer)
     try:
         result = await evaluate(
@@ -60,7 +78,18 @@ async def score_answer(
         await asyncio.wait({latency_f}, timeout=LATENCY_WAIT_S)
         if latency_f.done() and not latency_f.cancelled():
             latency = latency_f.result()
-    ctx.enqueue(evaluation_row(answer.row["id"], ctx.session_id, result, latency))
+    scored = ScoredAnswer(
+        d.question.number,
+        d.question.text,
+        d.transcript,
+        result.score_obtained,
+        result.max_score,
+        result.feedback_type,
+        latency,
+    )
+    if not keep(scored):
+        return None
+    ctx.enqueue(evaluation_row(rows.answer, ctx.session_id, result, latency, id=rows.evaluation))
     ctx.enqueue(ops.session_update(ctx.session_id, questions_answered=ctx.answered()))
     if ctx.exam.show_scores:
         ctx.emit(
@@ -72,15 +101,7 @@ async def score_answer(
                 feedback=result.feedback,
             )
         )
-    return ScoredAnswer(
-        d.question.number,
-        d.question.text,
-        d.transcript,
-        result.score_obtained,
-        result.max_score,
-        result.feedback_type,
-        latency,
-    )
+    return scored
 
 
 def answer_row(
@@ -89,10 +110,13 @@ def answer_row(
     text: str,
     confidence: float | None,
     duration_s: float | None,
+    **ident: int,
 ) -> ops.Upsert:
-    """An `answers` row: what was said to `question` (every attempt so far, joined)."""
+    """An `answers` row: what was said to `question` (every attempt so far, joined); `id=` to
+    rewrite the question's existing row."""
     return ops.upsert(
         "answers",
+        **ident,
         session_id=session_id,
         question_bank_id=question.id,
         question_number=question.number,
@@ -104,11 +128,17 @@ def answer_row(
 
 
 def evaluation_row(
-    answer_id: int, session_id: int, result: Evaluation, latency_ms: float | None = None
+    answer_id: int,
+    session_id: int,
+    result: Evaluation,
+    latency_ms: float | None = None,
+    **ident: int,
 ) -> ops.Upsert:
-    """An `evaluations` row for `result`; `latency_ms` is the turn latency of that answer."""
+    """An `evaluations` row for `result`; `latency_ms` is the turn latency of that answer;
+    `id=` to replace the answer's existing evaluation."""
     return ops.upsert(
         "evaluations",
+        **ident,
         answer_id=answer_id,
         session_id=session_id,
         evaluator_type=result.evaluator_type,

@@ -17,7 +17,7 @@ import itertools
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -25,13 +25,13 @@ from aiohttp import web
 from core.config import Config
 from core.grading import ScoredAnswer, SessionTotals, session_totals
 from db import ops
-from db.ids import current_node_id
-from db.tables import utcnow
+from db.ids import current_node_id, new_id
+from db.tables import Session, utcnow
 from models.base import Sampling
 from models.hub import Hub
 from worker import protocol as p
 from worker.exam.flow import Evaluate, ExamFlow, Question
-from worker.session.scoring import ScoringContext, score_answer
+from worker.session.scoring import RowIds, ScoringContext, score_answer
 from worker.session.usage import MeteredLLM, SessionUsage
 from worker.voice.connection import Conversation
 from worker.voice.host import Heard
@@ -61,6 +61,19 @@ class Moved:
 
     index: int
     scored: tuple[ScoredAnswer, ...] = ()
+    rows: dict[int, RowIds] = field(default_factory=dict)  # question number -> its rows
+    progress: dict[str, Any] | None = None  # the last `ExamFlow.checkpoint()` written
+
+    @classmethod
+    def of(cls, sess: Session, scored: tuple[ScoredAnswer, ...]) -> Moved:
+        """Where `sess` (loaded with its answers and evaluations) stands."""
+        progress = sess.progress if isinstance(sess.progress, dict) else None
+        index = progress["index"] if progress else max(sess.current_question - 1, 0)
+        rows = {
+            a.question_number: RowIds(a.id, a.evaluation.id if a.evaluation else new_id())
+            for a in sess.answers
+        }
+        return cls(index, scored, rows, progress)
 
 
 _Arrival = tuple[web.WebSocketResponse, asyncio.Transport | None, "asyncio.Future[None]"]
@@ -105,13 +118,17 @@ class VivaSession:
         self._finished = False
         self._outer: asyncio.TaskGroup | None = None
         self._scoring: set[asyncio.Task[None]] = set()
-        self._scored: list[ScoredAnswer] = []
+        # Per question: the evaluation that counts (and the attempt it scored), the rows.
+        self._scored: dict[int, tuple[int, ScoredAnswer]] = {}
+        self._rows: dict[int, RowIds] = {}
+        self._checkpoint: dict[str, Any] | None = None
         self._connections = 0
         self._moved = moved
         self.abandoned = False  # another worker owns it now: end without writing anything
         if moved is not None:  # the first connection here resumes the exam where it stood
-            self.flow.continue_at(moved.index, len(moved.scored))
-            self._scored = list(moved.scored)
+            self.flow.continue_at(moved.index, len(moved.scored), moved.progress)
+            self._scored = {a.question_number: (0, a) for a in moved.scored}
+            self._rows = dict(moved.rows)
             self._connections = 1
         self._scoring_ctx = ScoringContext(
             record.session_id,
@@ -217,7 +234,8 @@ class VivaSession:
         if self._scoring:
             await asyncio.wait(self._scoring, timeout=SCORING_TIMEOUT_S)
         self._finish_db(status, reason)
-        return session_totals(self._scored, len(self.r.questions), self.cfg.exam.max_score)
+        scored = [a for _, a in self._scored.values()]
+        return session_totals(scored, len(self.r.questions), self.cfg.exam.max_score)
 
     def _finish_db(self, status: str, reason: str) -> None:
         """The session's end and its result, through the writer (after every evaluation, so
@@ -265,9 +283,33 @@ class VivaSession:
         self, d: Evaluate, heard: Heard | None, latency_f: asyncio.Future[float] | None
     ) -> None:
         transcript, duration = (heard.transcript, heard.duration_s) if heard else (None, 0.0)
-        scored = await score_answer(self._scoring_ctx, d, transcript, duration, latency_f)
-        if scored is not None:
-            self._scored.append(scored)
+        number = d.question.number
+        rows = self._rows.setdefault(number, RowIds(new_id(), new_id()))
+
+        def keep(scored: ScoredAnswer) -> bool:
+            """The best evaluation of the question counts; of equal ones, the later attempt."""
+            prev = self._scored.get(number)
+            if prev is not None and (scored.score, d.attempt) < (prev[1].score, prev[0]):
+                return False
+            self._scored[number] = (d.attempt, scored)
+            return True
+
+        ctx = self._scoring_ctx
+        await score_answer(ctx, d, transcript, duration, latency_f, rows, keep)
+
+    def checkpoint(self) -> None:
+        """Write where the exam stands (through the writer), when it changed: another worker
+        resumes from it if this one goes away."""
+        progress = self.flow.checkpoint()
+        same = {k: v for k, v in progress.items() if k != "elapsed_s"}
+        if self._checkpoint == same:
+            return
+        self._checkpoint = same
+        self.enqueue(
+            ops.session_update(
+                self.r.session_id, current_question=progress["index"] + 1, progress=progress
+            )
+        )
 
     def _emit_if_connected(self, event: p.WireEvent) -> None:
         """Scores are sent when a student is there to see them (they are in the result too)."""

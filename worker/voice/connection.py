@@ -249,6 +249,7 @@ class Conversation:
             self._commit()
         question = self.flow.current
         decisions = self.flow.answer(transcript.text, duration)
+        self.s.checkpoint()  # held speech is part of the checkpoint too
         if any(isinstance(d, Ignored) for d in decisions):
             self.replies.resume_interrupted()  # nothing to answer yet; if the student cut in, go on
             return
@@ -287,6 +288,7 @@ class Conversation:
         question = self.replies.announce_question()  # back to what the continuation answers
         if question is not None:
             self._emit(question)
+        self.s.checkpoint()
 
     def _commit(self) -> None:
         """The reply to the last answer has been heard (or superseded): score the answer."""
@@ -294,6 +296,7 @@ class Conversation:
         self.flow.commit()
         if tentative is None:
             return
+        self.s.checkpoint()
         if tentative.timer is not None:
             tentative.timer.cancel()
         for d in tentative.evaluations:
@@ -319,6 +322,7 @@ class Conversation:
                 self.s.score_later(d, heard, latency)
         if says:
             self.replies.start(says, heard)
+        self.s.checkpoint()
         finish = next((d for d in decisions if isinstance(d, Finish)), None)
         if finish is not None and self._tg is not None:
             self.s.ending = True

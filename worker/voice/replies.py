@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from db import ops
 from worker import protocol as p
 from worker.exam.flow import Say
 from worker.voice.host import Heard, SessionHost
@@ -120,10 +119,11 @@ class Replies:
             WS_ERRORS.labels(event.code).inc()
         self.out.emit(event)
 
-    def enqueue(self, op: ops.Op) -> None:
-        """Rows from the voice path; the time it takes is this turn's `db_enqueue` stage."""
+    def checkpoint(self) -> None:
+        """The exam's progress written from the voice path; the time it takes is this turn's
+        `db_enqueue` stage."""
         started = time.perf_counter()
-        self.s.enqueue(op)
+        self.s.checkpoint()
         if self._stages is not None:
             self._stages.db_enqueue += (time.perf_counter() - started) * 1000
 
@@ -132,7 +132,7 @@ class Replies:
         q = self.s.flow.current
         if q is None:
             return None
-        self.enqueue(ops.session_update(self.s.r.session_id, current_question=q.number))
+        self.checkpoint()
         self.s.changed()
         return p.ExamQuestionEvent(number=q.number, total=len(self.s.r.questions), text=q.text)
 
