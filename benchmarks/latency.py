@@ -358,7 +358,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--url", help="a running worker, http://host:port")
-    where.add_argument("--profile", choices=["cpu", "fake", "gpu"], help="start a local worker")
+    where.add_argument(
+        "--profile", choices=["cpu", "fake", "gpu", "gpu-sim"], help="start a local worker"
+    )
     parser.add_argument(
         "--api-key", default=os.environ.get("VIVA_API_KEY", "dev-api-key-change-me")
     )

@@ -27,7 +27,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 ENV_PREFIX = "VIVA__"
-PROFILES = ("cpu", "gpu", "fake")
+PROFILES = ("cpu", "gpu", "fake", "gpu-sim")
 
 
 class ConfigError(ValueError):
@@ -202,7 +202,7 @@ class VADConfig(_Frozen):
 
 
 class ASRConfig(_Frozen):
-    backend: Literal["faster_whisper", "fake"] = "faster_whisper"
+    backend: Literal["faster_whisper", "fake", "gpu_sim"] = "faster_whisper"
     fake_delay_ms: float = Field(0, ge=0)  # backend `fake` only: fixed time per transcription
     model: str = "tiny.en"
     device: Literal["cpu", "cuda", "auto"] = "cpu"
@@ -212,7 +212,7 @@ class ASRConfig(_Frozen):
 
 
 class LLMConfig(_Frozen):
-    backend: Literal["vllm", "fake"] = "vllm"
+    backend: Literal["vllm", "fake", "gpu_sim"] = "vllm"
     fake_delay_ms: float = Field(0, ge=0)  # backend `fake` only: time to first token
     model: str = "SmolLM2-135M-Instruct"  # a directory under models_dir
     device: Literal["cpu", "cuda"] = "cpu"
@@ -225,7 +225,7 @@ class LLMConfig(_Frozen):
 
 
 class TTSConfig(_Frozen):
-    backend: Literal["piper", "kokoro", "fake"] = "piper"
+    backend: Literal["piper", "kokoro", "fake", "gpu_sim"] = "piper"
     fake_delay_ms: float = Field(0, ge=0)  # backend `fake` only: time to first audio
     # backend `fake` only: how fast it "speaks" (silence as long as real speech would take)
     fake_chars_per_s: float = Field(15, gt=0)
@@ -248,8 +248,38 @@ class EOTConfig(_Frozen):
     fake_delay_ms: float = Field(0, ge=0)  # backend `fake` only: time per inference
 
 
+class SchedulingConfig(_Frozen):
+    """Who gets a busy model next (`models/scheduler.py`). `slots`: requests a model serves at
+    once (1 for a single-thread executor; vLLM batches what holds its slots)."""
+
+    policy: Literal["priority", "fifo"] = "priority"
+    asr_slots: int = Field(1, ge=1)
+    tts_slots: int = Field(1, ge=1)
+    llm_slots: int = Field(16, ge=1)
+    max_queue: int = Field(256, ge=1)
+    age_after_s: float = Field(2.0, gt=0)
+
+
+class GPUSimConfig(_Frozen):
+    """Backend `gpu_sim`: fakes that queue like a GPU (`models/gpu_sim.py`). Each model serves
+    `*_slots` requests at once and a request takes a fixed cost plus one that grows with its
+    work. The defaults and their sources are in config.yaml's `gpu-sim` profile."""
+
+    asr_fixed_ms: float = Field(80, ge=0)
+    asr_ms_per_audio_s: float = Field(24, ge=0)
+    asr_slots: int = Field(1, ge=1)
+    tts_fixed_ms: float = Field(20, ge=0)
+    tts_ms_per_audio_s: float = Field(20, ge=0)
+    tts_slots: int = Field(1, ge=1)
+    llm_first_token_ms: float = Field(60, ge=0)
+    llm_ms_per_token: float = Field(16, ge=0)
+    llm_slots: int = Field(32, ge=1)
+
+
 class ModelsConfig(_Frozen):
     models_dir: str = "./.cache/models"
+    scheduling: SchedulingConfig = SchedulingConfig()
+    gpu_sim: GPUSimConfig = GPUSimConfig()
     vad: VADConfig = VADConfig()
     asr: ASRConfig = ASRConfig()
     llm: LLMConfig = LLMConfig()
@@ -258,7 +288,7 @@ class ModelsConfig(_Frozen):
 
 
 class Config(_Frozen):
-    profile: Literal["cpu", "gpu", "fake"] = "cpu"
+    profile: Literal["cpu", "gpu", "fake", "gpu-sim"] = "cpu"
     server: ServerConfig = ServerConfig()
     limits: LimitsConfig = LimitsConfig()
     database: DatabaseConfig = DatabaseConfig()

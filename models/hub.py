@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from core.config import ModelsConfig
+from core.config import ModelsConfig, SchedulingConfig
 from models.base import (
     ASR,
     LLM,
@@ -25,6 +25,8 @@ from models.base import (
     ModelInfo,
     Sampling,
 )
+from models.scheduled import ScheduledASR, ScheduledLLM, ScheduledTTS, observe_wait
+from models.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,7 @@ class Hub:
     eot: EndOfTurn
     reports: dict[str, LoadReport] = field(default_factory=dict)
     ready: bool = False
+    schedulers: dict[str, Scheduler] = field(default_factory=dict)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -87,6 +90,10 @@ def _build_asr(cfg: ModelsConfig) -> ASR:
         from models.fakes import FakeASR
 
         return FakeASR(delay_ms=cfg.asr.fake_delay_ms)
+    if cfg.asr.backend == "gpu_sim":
+        from models.gpu_sim import SimASR
+
+        return SimASR(cfg.gpu_sim)
     from models.weights import asr_dir
     from models.whisper import WhisperASR
 
@@ -100,6 +107,10 @@ async def _build_llm(cfg: ModelsConfig) -> LLM:
         return FakeLLM(
             json_result={"score": 5, "feedback": "fake"}, first_token_ms=cfg.llm.fake_delay_ms
         )
+    if cfg.llm.backend == "gpu_sim":
+        from models.gpu_sim import SimLLM
+
+        return SimLLM(cfg.gpu_sim)
     from models.vllm_llm import VLLMExaminer
     from models.weights import llm_dir
 
@@ -120,6 +131,10 @@ def _build_tts(cfg: ModelsConfig) -> TTS:
         from models.fakes import FakeTTS
 
         return FakeTTS(chars_per_s=cfg.tts.fake_chars_per_s, first_chunk_ms=cfg.tts.fake_delay_ms)
+    if cfg.tts.backend == "gpu_sim":
+        from models.gpu_sim import SimTTS
+
+        return SimTTS(cfg.gpu_sim)
     from models import weights
     from models.tts import KokoroTTS, PiperTTS
 
@@ -166,6 +181,25 @@ async def _warm(hub: Hub) -> dict[str, float]:
     return out
 
 
+def _schedule(hub: Hub, cfg: SchedulingConfig) -> None:
+    """Put ASR, TTS and the LLM behind their schedulers (after warm-up: nothing waits yet)."""
+
+    def make(name: str, slots: int) -> Scheduler:
+        hub.schedulers[name] = Scheduler(
+            name,
+            slots,
+            policy=cfg.policy,
+            max_queue=cfg.max_queue,
+            age_after_s=cfg.age_after_s,
+            on_wait=observe_wait,
+        )
+        return hub.schedulers[name]
+
+    hub.asr = ScheduledASR(hub.asr, make("asr", cfg.asr_slots))
+    hub.tts = ScheduledTTS(hub.tts, make("tts", cfg.tts_slots))
+    hub.llm = ScheduledLLM(hub.llm, make("llm", cfg.llm_slots))
+
+
 async def load_hub(cfg: ModelsConfig) -> Hub:
     """Build and warm every model; raises WeightsMissing/ModelError on failure, after
     closing whatever it had already built."""
@@ -190,6 +224,7 @@ async def load_hub(cfg: ModelsConfig) -> Hub:
     except BaseException:
         _close_all(list(reversed(built)))
         raise
+    _schedule(hub, cfg.scheduling)
     stages = (("vad", vad), ("asr", asr), ("llm", llm), ("tts", tts), ("eot", eot))
     for stage, model in stages:
         hub.reports[stage] = LoadReport(model.info, loads[stage], warm[stage])

@@ -33,9 +33,7 @@ QUESTIONS = 12
 
 
 @contextlib.contextmanager
-def workers(
-    db_url: str, tmp_path: Path, n: int, **env: str
-) -> Iterator[list[tuple[str, Proc]]]:
+def workers(db_url: str, tmp_path: Path, n: int, **env: str) -> Iterator[list[tuple[str, Proc]]]:
     with contextlib.ExitStack() as stack:
         started = []
         for i in range(n):

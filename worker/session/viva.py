@@ -29,6 +29,7 @@ from db.ids import current_node_id, new_id
 from db.tables import Session, utcnow
 from models.base import Sampling
 from models.hub import Hub
+from models.scheduler import Priority, at_priority, for_session
 from worker import protocol as p
 from worker.exam.flow import Evaluate, ExamFlow, Question
 from worker.session.scoring import RowIds, ScoringContext, score_answer
@@ -166,10 +167,13 @@ class VivaSession:
             )
             self.enqueue(started)
             self.audit("session.started")
+        for_session(self.r.code)  # the models take turns between sessions
         try:
             async with asyncio.TaskGroup() as outer:
                 self._outer = outer
-                prepare = outer.create_task(self.speaker.prepare(self.flow.prompts()), name="tts")
+                with at_priority(Priority.PREPARE):  # made ahead: any live turn goes first
+                    prompts = self.speaker.prepare(self.flow.prompts())
+                    prepare = outer.create_task(prompts, name="tts")
                 await self._connection_loop()
                 prepare.cancel()
         finally:
@@ -275,7 +279,8 @@ class VivaSession:
         does not lose the evaluation."""
         if self._outer is None:
             return
-        task = self._outer.create_task(self._score(d, heard, latency_f), name="score")
+        with at_priority(Priority.SCORING):  # off the voice path: last in every model's queue
+            task = self._outer.create_task(self._score(d, heard, latency_f), name="score")
         self._scoring.add(task)
         task.add_done_callback(self._scoring.discard)
 

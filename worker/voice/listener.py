@@ -18,6 +18,7 @@ so a client that sends faster than real time cannot grow it): then it is cut and
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -26,6 +27,7 @@ import numpy as np
 from core.config import Config
 from models.base import SAMPLE_RATE, VAD_CHUNK, Audio, Segment, Transcript
 from models.hub import Hub
+from models.scheduler import Priority, Request, at_priority
 from worker.exam.evaluators import Question, keyword_score
 from worker.voice.policy import policy_for
 from worker.voice.turns import (
@@ -84,6 +86,10 @@ class Listener:
         self._chunks_from_ms = 0
         self._sealed: list[asyncio.Task[Transcript]] = []  # windows of the answer in progress
         self._current: asyncio.Task[Transcript] | None = None  # the latest, of the open window
+        # What each window's transcription is for, to promote it once the answer has ended.
+        self._requests: weakref.WeakKeyDictionary[asyncio.Task[Transcript], Request] = (
+            weakref.WeakKeyDictionary()
+        )
         self._window_ms = 0  # where the open window starts
         self._covered_ms = 0  # how far the open window's latest transcription reaches
         self._pause = 0  # counts pauses and resumptions: late results of old pauses are dropped
@@ -116,7 +122,7 @@ class Listener:
             self._window_ms = self._covered_ms = event.at_ms
         elif isinstance(event, Paused):
             self._pause += 1
-            self._transcribe_window(event.segment_end_ms)
+            self._transcribe_window(event.segment_end_ms, Priority.SPECULATIVE)
             # Through the pause so far: the model was trained on turns that end in silence, and
             # hears a finished answer far better with it (median 0.11 without, 0.61 with 200 ms
             # of it, at the true ends of the turn benchmark's set).
@@ -134,12 +140,16 @@ class Listener:
             if self._eot is not None:
                 self._eot.cancel()
 
-    def _transcribe_window(self, end_ms: int) -> None:
-        """Transcribe the open window up to `end_ms`; an older transcription of it is dropped."""
+    def _transcribe_window(self, end_ms: int, priority: Priority = Priority.TURN) -> None:
+        """Transcribe the open window up to `end_ms`; an older transcription of it is dropped.
+        During a pause it is speculation (`priority`); once the answer ends, `answer()`
+        promotes it: the student is waiting for it."""
         if self._current is not None and not self._current.done():
             self._current.cancel()  # not started yet: it leaves the ASR's queue
         audio = self._audio(max(self._window_ms - PAD_MS, 0), end_ms + PAD_MS)
-        task = asyncio.ensure_future(self._transcribe(list(self._sealed), audio))
+        with at_priority(priority) as request:
+            task = asyncio.ensure_future(self._transcribe(list(self._sealed), audio))
+        self._requests[task] = request
         task.add_done_callback(self._text_done(self._pause))
         self._current, self._covered_ms = task, end_ms
 
@@ -189,6 +199,11 @@ class Listener:
             self._transcribe_window(stop.end_ms)
         assert self._current is not None
         windows = [*self._sealed, self._current]
+        for window in windows:  # the student has finished: every window is on the turn's path
+            request = self._requests.get(window)
+            if request is not None:
+                request.promote(Priority.TURN)
+        self._requests.clear()
         self._sealed, self._current = [], None
         ready = all(t.done() for t in windows)
         transcripts = list(await asyncio.gather(*windows))

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
+from models.scheduler import Priority, at_priority
 from worker import protocol as p
 from worker.exam.flow import Say
 from worker.voice.host import Heard, SessionHost
@@ -66,7 +67,8 @@ class Replies:
     def start(self, says: list[Say], heard: Heard | None) -> None:
         self.cancel("barge_in")  # the student spoke over it; they were not listening
         assert self.tg is not None
-        self._response = self.tg.create_task(self._respond(says, heard), name="respond")
+        with at_priority(Priority.FIRST_SPEECH):  # the models serve a waiting student first
+            self._response = self.tg.create_task(self._respond(says, heard), name="respond")
 
     async def finished(self) -> None:
         """The reply in progress is made and all its audio is out."""
