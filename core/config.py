@@ -153,6 +153,11 @@ class ExamConfig(_Frozen):
     # `llm`: the examiner's acknowledgement is written by the LLM and streamed clause by clause
     # into TTS; `fixed`: a fixed phrase synthesized ahead of time (no model on the reply path).
     acknowledgement: Literal["llm", "fixed"] = "llm"
+    # `llm`: follow-ups and clarifications are written by the LLM from the question, its
+    # guidelines and what the student said, and checked before they are spoken (one that names
+    # an expected keyword not yet said is replaced by a generic probe); `probe`: the generic
+    # probes and the fixed rephrasing only (worker/exam/probes.py).
+    followups: Literal["llm", "probe"] = "llm"
 
 
 class TurnConfig(_Frozen):

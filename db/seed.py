@@ -26,6 +26,7 @@ QUESTION_FIELDS = (
     "difficulty_level",
     "keywords",
     "expected_keywords",
+    "keyword_synonyms",
     "max_score",
     "min_score",
     "answer_guidelines",

@@ -138,6 +138,8 @@ class QuestionBank(_Stamped, Base):
     )
     keywords: Mapped[list[str]] = mapped_column(JSON, default=list)
     expected_keywords: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # Per expected keyword, words or phrases that say the same ("prioritise" for "priority").
+    keyword_synonyms: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     max_score: Mapped[int] = mapped_column(Integer, default=10)
     min_score: Mapped[int] = mapped_column(Integer, default=0)
     answer_guidelines: Mapped[str | None] = mapped_column(Text)
@@ -182,6 +184,8 @@ class Evaluation(_Stamped, Base):
     max_score: Mapped[float] = mapped_column(Float)
     percentage_correct: Mapped[float] = mapped_column(Float)
     feedback: Mapped[str | None] = mapped_column(Text)
+    # Why the LLM gave its mark, tied to the guidelines (LLM evaluators); None for keywords.
+    justification: Mapped[str | None] = mapped_column(Text)
     feedback_type: Mapped[str] = mapped_column(_enum("feedback_type", FEEDBACK_TYPES), index=True)
     matched_keywords: Mapped[list[str]] = mapped_column(JSON, default=list)
     missing_keywords: Mapped[list[str]] = mapped_column(JSON, default=list)

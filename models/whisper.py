@@ -11,9 +11,12 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from models.base import (
     SAMPLE_RATE,
@@ -27,6 +30,8 @@ from models.base import (
 )
 
 REQUIRED_FILES = ("model.bin", "config.json", "tokenizer.json")
+HOP = 160  # samples per feature frame at 16 kHz
+BATCH_FRAMES = 3000  # one Whisper window: 30 s
 
 
 def tiny_en_path() -> Path:
@@ -97,12 +102,95 @@ class WhisperASR:
             language=info.language,
         )
 
+    def _run_batch(
+        self, audios: Sequence[Audio], language: str, prompts: Sequence[str | None]
+    ) -> list[Transcript]:
+        """Several answers (each at most 30 s) through one encoder pass and one batched
+        CTranslate2 `generate`, greedy at temperature 0 as `_run` is when it needs no fallback:
+        the same prompt layout, suppressed tokens and feature frames as faster-whisper's own."""
+        from faster_whisper.audio import pad_or_trim
+        from faster_whisper.tokenizer import Tokenizer
+        from faster_whisper.transcribe import get_suppressed_tokens
+
+        m = self._model
+        multilingual = m.model.is_multilingual
+        tokenizer = Tokenizer(
+            m.hf_tokenizer,
+            multilingual,
+            task="transcribe",
+            language=language if multilingual else "en",
+        )
+        frames = []
+        for audio in audios:
+            features = m.feature_extractor(audio)
+            frames.append(pad_or_trim(features[:, : min(features.shape[-1] - 1, BATCH_FRAMES)]))
+        encoded = m.encode(np.stack(frames))
+        token_prompts = [
+            m.get_prompt(
+                tokenizer,
+                tokenizer.encode(" " + prompt.strip()) if prompt else [],
+                without_timestamps=True,
+            )
+            for prompt in prompts
+        ]
+        results = m.model.generate(
+            encoded,
+            token_prompts,
+            beam_size=self._beam,
+            max_length=m.max_length,
+            return_scores=True,
+            suppress_blank=True,
+            suppress_tokens=get_suppressed_tokens(tokenizer, [-1]),
+        )
+        out = []
+        for audio, result in zip(audios, results, strict=True):
+            tokens = result.sequences_ids[0]
+            text = tokenizer.decode(tokens).strip()
+            # faster-whisper's avg_logprob: the sum of log-probabilities over (length + 1).
+            logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
+            duration = len(audio) / SAMPLE_RATE
+            segments = (Segment(0.0, duration, text),) if text else ()
+            out.append(
+                Transcript(
+                    text=text,
+                    segments=segments,
+                    confidence=round(min(1.0, math.exp(logprob)), 3) if text else 0.0,
+                    duration_s=duration,
+                    language=language,
+                )
+            )
+        return out
+
     async def transcribe(
         self, audio: Audio, language: str = "en", prompt: str | None = None
     ) -> Transcript:
         audio = check_audio(audio, min_samples=SAMPLE_RATE // 10)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, self._run, audio, language, prompt)
+
+    async def transcribe_batch(
+        self, audios: Sequence[Audio], language: str = "en", prompts: Sequence[str | None] = ()
+    ) -> list[Transcript]:
+        """Transcripts of several answers at once (answers from different sessions); those
+        longer than 30 s go through `transcribe` one by one."""
+        checked = [check_audio(a, min_samples=SAMPLE_RATE // 10) for a in audios]
+        prompts = list(prompts) or [None] * len(checked)
+        if len(prompts) != len(checked):
+            raise ValueError("one prompt (or None) per audio")
+        short = [i for i, a in enumerate(checked) if len(a) <= BATCH_FRAMES * HOP]
+        out: list[Transcript | None] = [None] * len(checked)
+        loop = asyncio.get_running_loop()
+        if short:
+            batch = [checked[i] for i in short]
+            done = await loop.run_in_executor(
+                self._pool, self._run_batch, batch, language, [prompts[i] for i in short]
+            )
+            for i, transcript in zip(short, done, strict=True):
+                out[i] = transcript
+        for i, audio in enumerate(checked):
+            if out[i] is None:
+                out[i] = await self.transcribe(audio, language, prompts[i])
+        return [t for t in out if t is not None]
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

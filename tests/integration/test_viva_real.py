@@ -4,7 +4,8 @@ speech clips, on SQLite and on PostgreSQL; everything the viva produced is in th
 
 The student behaves like a client should: it streams audio continuously at real-time pace
 (silence while the examiner speaks), and answers when a question or follow-up has been spoken.
-The PostgreSQL run has the LLM write the acknowledgements, so that path runs on the real model.
+The PostgreSQL run has the LLM write the acknowledgements and follow-ups, so those paths run on
+the real model.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from tests.db.helpers import API_KEY, AUTH, TOKEN_SECRET
 from tests.db.student import FRAME, Student, clip_pcm, silence
 from tests.integration.conftest import ROOT, clips
 from tests.integration.wer import wer
+from worker.exam.probes import leaks
 from worker.http.server import build_app
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -93,6 +95,8 @@ async def test_three_questions_end_to_end(hub: Hub, empty_db_url: str, tmp_path)
             "writer.journal_dir": str(tmp_path / "journal"),
             "exam.total_questions": 3,
             "exam.acknowledgement": "llm" if on_postgres else "fixed",
+            # ... and writes the follow-ups there (checked before they are spoken).
+            "exam.followups": "llm" if on_postgres else "probe",
         },
     )
     async with TestClient(TestServer(build_app(cfg, hub=hub))) as client:
@@ -113,6 +117,12 @@ async def test_three_questions_end_to_end(hub: Hub, empty_db_url: str, tmp_path)
     if on_postgres:  # the acknowledgement came from the LLM
         acks = [r for r in replies if "llm_first_sentence" in r["stages_ms"]]
         assert acks, replies
+    # The clips answer other subjects than the law questions: partial at best, so follow-ups;
+    # none names an expected keyword of the question it follows (the student has said none).
+    followups = _spoken(student, "followup")
+    assert followups and all(followups), student.types()
+    keywords = [k for q in await _law_questions(empty_db_url) for k in q]
+    assert not any(leaks(f, keywords) for f in followups), followups
     print("turn latency ms:", [r["latency_ms"] for r in replies])
 
     engine = create_engine(DatabaseConfig(url=empty_db_url))
@@ -126,9 +136,11 @@ async def test_three_questions_end_to_end(hub: Hub, empty_db_url: str, tmp_path)
                 (await db.execute(select(Evaluation).filter_by(session_id=sess.id))).scalars().all()
             )
             result = (await db.execute(select(Result).filter_by(session_id=sess.id))).scalar_one()
-        expected = [_joined(heard, i) for i in range(len(heard))]
+        # One row per question: the answer and its follow-up answers joined, scored once.
+        numbers = sorted({h["question_number"] for h in heard})
+        expected = [_joined(heard, n) for n in numbers]
         assert [a.transcribed_text for a in answers] == expected
-        assert len(evaluations) == len(sent)
+        assert len(evaluations) == len(numbers) == 3
         assert all(e.latency_ms is not None and e.latency_ms > 0 for e in evaluations)
         assert sess.status == "completed" and sess.questions_answered == 3
         assert sess.avg_latency_ms and sess.max_latency_ms >= sess.avg_latency_ms
@@ -141,8 +153,33 @@ async def test_three_questions_end_to_end(hub: Hub, empty_db_url: str, tmp_path)
         await engine.dispose()
 
 
-def _joined(heard: list[dict[str, Any]], i: int) -> str:
-    """An answer row holds everything said to its question so far (answer + follow-ups)."""
-    number = heard[i]["question_number"]
-    same = [h["transcript"] for h in heard[: i + 1] if h["question_number"] == number]
-    return " ".join(same)
+def _joined(heard: list[dict[str, Any]], number: int) -> str:
+    """A question's answer row holds everything said to it (answer + follow-up answers)."""
+    return " ".join(h["transcript"] for h in heard if h["question_number"] == number)
+
+
+def _spoken(student: Student, kind: str) -> list[str]:
+    """The text of each response of `kind`, from its transcript deltas."""
+    ids = [e["response_id"] for e in student.of("response.created") if e["kind"] == kind]
+    deltas = student.of("response.audio_transcript.delta")
+    return ["".join(d["delta"] for d in deltas if d["response_id"] == rid).strip() for rid in ids]
+
+
+async def _law_questions(url: str) -> list[list[str]]:
+    """The expected keywords of the three questions asked."""
+    from db.tables import QuestionBank
+
+    engine = create_engine(DatabaseConfig(url=url))
+    try:
+        async with sessionmaker(engine)() as db:
+            rows = (
+                await db.execute(
+                    select(QuestionBank)
+                    .filter_by(college_type="law", scenario_id="law_of_contract")
+                    .order_by(QuestionBank.question_number)
+                    .limit(3)
+                )
+            ).scalars()
+            return [list(r.expected_keywords) for r in rows]
+    finally:
+        await engine.dispose()

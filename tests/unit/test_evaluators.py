@@ -159,28 +159,53 @@ def test_words_and_stem() -> None:
 # --- LLM rubric -------------------------------------------------------------------------------
 
 
+WHY = "The answer names offer and acceptance but misses consideration, intention and capacity."
+
+
+def mark(score: Any, feedback: str = "Good on offer and acceptance.", why: str = WHY) -> Any:
+    return {"score": score, "justification": why, "feedback": feedback}
+
+
 async def test_llm_score_sends_rubric_and_schema() -> None:
-    llm = RecordingLLM({"score": 7, "feedback": "Good on offer and acceptance."})
+    llm = RecordingLLM(mark(7))
     res = await llm_score(llm, CONTRACT_Q, "offer and acceptance", 10, Sampling(temperature=0.0))
-    assert (res.score, res.feedback) == (7.0, "Good on offer and acceptance.")
+    assert (res.score, res.feedback, res.justification) == (
+        7.0,
+        "Good on offer and acceptance.",
+        WHY,
+    )
     messages, schema, sampling = llm.requests[0]
     prompt = " ".join(m["content"] for m in messages)
     assert CONTRACT_Q.text in prompt and CONTRACT_Q.answer_guidelines in prompt
     assert "consideration" in prompt and '"""offer and acceptance"""' in prompt
     assert schema["properties"]["score"] == {"type": "integer", "minimum": 0, "maximum": 10}
     assert schema["properties"]["feedback"]["maxLength"] == 200
-    assert schema["required"] == ["score", "feedback"]
+    assert schema["required"] == ["score", "justification", "feedback"]
     assert sampling.temperature == 0.0
 
 
-@pytest.mark.parametrize(("raw", "clamped"), [(15, 10.0), (-3, 0.0), (4.5, 4.5)])
-async def test_llm_score_is_clamped(raw: float, clamped: float) -> None:
-    res = await llm_score(FakeLLM(json_result={"score": raw, "feedback": "x"}), CONTRACT_Q, "a", 10)
-    assert res.score == clamped
+@pytest.mark.parametrize(
+    ("bad", "why"),
+    [
+        (mark(15), "not an integer in 0..10"),  # out of range: rejected, never clamped
+        (mark(-3), "not an integer in 0..10"),
+        (mark(4.5), "not an integer in 0..10"),
+        (mark(10, feedback="10,"), "feedback is not a sentence"),  # what the monitor once showed
+        (mark(7, feedback=""), "feedback is not a sentence"),
+        (mark(7, why=""), "justification is missing"),
+        (mark(7, why="7"), "justification is missing"),
+        (mark(7, why="The weather in Paris is lovely this spring."), "does not refer"),
+        ({"score": 7, "feedback": "Good on offer and acceptance."}, "justification is missing"),
+        ("7", "no JSON object"),
+    ],
+)
+async def test_unusable_llm_marks_are_rejected(bad: Any, why: str) -> None:
+    with pytest.raises(EvaluationFailed, match=why):
+        await llm_score(FakeLLM(json_result=bad), CONTRACT_Q, "offer", 10)
 
 
 async def test_llm_feedback_is_trimmed_to_200_chars() -> None:
-    llm = FakeLLM(json_result={"score": 3, "feedback": "word\n  " * 100})
+    llm = FakeLLM(json_result=mark(3, feedback="word\n  " * 100))
     res = await llm_score(llm, CONTRACT_Q, "answer", 10)
     assert len(res.feedback) == 200 and "\n" not in res.feedback
 
@@ -223,19 +248,23 @@ async def test_keyword_threshold_is_passed_through() -> None:
 
 
 async def test_llm_based_evaluation() -> None:
-    llm = FakeLLM(json_result={"score": 9, "feedback": "Thorough."})
+    llm = FakeLLM(json_result=mark(9, feedback="A thorough answer."))
     ev = await evaluate("llm_based", CONTRACT_Q, "offer", llm=llm)
     assert (ev.evaluator_type, ev.score_obtained, ev.feedback_type) == ("llm_based", 9.0, "correct")
-    assert ev.feedback == "Thorough." and ev.matched_keywords == ("offer",)
+    assert ev.feedback == "A thorough answer." and ev.matched_keywords == ("offer",)
+    assert ev.justification == WHY
 
 
-async def test_llm_based_failure_raises() -> None:
-    with pytest.raises(EvaluationFailed):
-        await evaluate("llm_based", CONTRACT_Q, "offer", llm=FakeLLM(json_result=None))
+@pytest.mark.parametrize("llm", [FakeLLM(json_result=None), FakeLLM(json_result=mark(10, "10,"))])
+async def test_llm_based_falls_back_visibly_to_keywords(llm: FakeLLM) -> None:
+    ev = await evaluate("llm_based", CONTRACT_Q, "offer and acceptance", llm=llm)
+    assert (ev.evaluator_type, ev.score_obtained) == ("keyword_match", 6.7)
+    assert ev.feedback.startswith(FALLBACK_NOTE) and "10," not in ev.feedback
+    assert ev.justification is None
 
 
 async def test_hybrid_averages_keyword_and_llm() -> None:
-    llm = FakeLLM(json_result={"score": 4, "feedback": "Misses intention and capacity."})
+    llm = FakeLLM(json_result=mark(4, feedback="Misses intention and capacity."))
     ev = await evaluate("hybrid", CONTRACT_Q, "offer, acceptance and consideration", llm=llm)
     assert ev.evaluator_type == "hybrid"
     assert ev.score_obtained == 7.0  # 0.5 * 10 (keywords) + 0.5 * 4 (LLM)
@@ -252,10 +281,12 @@ async def test_hybrid_falls_back_to_keywords_when_the_llm_fails() -> None:
 
 async def test_hybrid_without_keywords_uses_the_llm_alone() -> None:
     q = Question(2, 2, "Discuss.", (), "Anything sensible.")
-    ev = await evaluate(
-        "hybrid", q, "a view", llm=FakeLLM(json_result={"score": 6, "feedback": ""})
-    )
+    why = "A sensible view is discussed, as anything sensible earns marks here."
+    llm = FakeLLM(json_result=mark(6, feedback="A sensible view.", why=why))
+    ev = await evaluate("hybrid", q, "a view", llm=llm)
     assert (ev.evaluator_type, ev.score_obtained, ev.matched_keywords) == ("llm_based", 6.0, ())
+    with pytest.raises(EvaluationFailed, match="not a sentence"):  # nothing to fall back on
+        await evaluate("hybrid", q, "a view", llm=FakeLLM(json_result=mark(6, feedback="")))
     with pytest.raises(EvaluationFailed, match="no expected keywords"):
         await evaluate("keyword_match", q, "a view")
 

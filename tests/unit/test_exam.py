@@ -19,6 +19,7 @@ from worker.exam.flow import (
     Question,
     Say,
 )
+from worker.exam.probes import SAFE_PROBES, leaks
 
 KEYWORDS = ("offer", "acceptance", "consideration", "intention", "capacity")
 FULL = "An offer, its acceptance, consideration, intention to create legal relations and capacity."
@@ -91,7 +92,9 @@ def test_partial_answer_gets_one_followup_then_moves_on() -> None:
     out = flow.answer(PARTIAL, 6.0)
     assert kinds(out) == ["Evaluate", "followup"]
     assert out[0] == Evaluate(flow.questions[0], PARTIAL, 1)
-    assert "consideration" in says(out)[0][1]  # names the first missing keyword
+    followup = out[1]
+    assert isinstance(followup, Say) and followup.text in SAFE_PROBES  # names nothing expected
+    assert followup.avoid == ("consideration", "intention", "capacity")
     assert flow.followups_used == 1 and flow.index == 0
     out = flow.answer("I think there is also capacity.", 4.0)
     assert kinds(out) == ["Evaluate", "acknowledge", "question"]
@@ -110,7 +113,7 @@ def test_followup_limit_comes_from_config() -> None:
     third = two.answer("Nothing more.", 6.0)
     assert kinds(first)[-1] == kinds(second)[-1] == "followup"
     assert says(first)[0][1] != says(second)[0][1]  # varied wording
-    assert "consideration" in says(second)[0][1]
+    assert not leaks(says(second)[0][1], KEYWORDS)
     assert kinds(third) == ["Evaluate", "acknowledge", "question"]
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from core.config import ExamConfig, ServerConfig
 from worker.exam.flow import ACKNOWLEDGEMENTS, MOVE_ON, Question
+from worker.exam.probes import leaks
 from worker.runpod.audio import MAX_AUDIO_B64_CHARS, MAX_AUDIO_BYTES, decode_audio, wav_bytes
 from worker.runpod.jobs import (
     EvaluateJob,
@@ -196,7 +197,7 @@ QUESTION = Question(7, 1, "What makes a contract?", ("offer", "acceptance", "con
 def test_reply_follows_the_exam_flow() -> None:
     exam = ExamConfig()
     partial = examiner_reply(QUESTION, "there must be an offer", exam)
-    assert partial.kind == "followup" and "acceptance" in partial.text
+    assert partial.kind == "followup" and not leaks(partial.text, QUESTION.expected_keywords)
     full = examiner_reply(QUESTION, "an offer, acceptance and consideration", exam)
     assert full.kind == "acknowledge" and full.text in ACKNOWLEDGEMENTS
     assert examiner_reply(QUESTION, "I don't know", exam).text == MOVE_ON

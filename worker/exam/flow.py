@@ -19,8 +19,12 @@ Rules, per question:
   (they go on speaking over the reply), `take_back()` restores the flow as it was before that
   answer (no question skipped, nothing scored against the wrong question) and holds the answer,
   so the continuation joins it;
-- an answer the keyword estimate would not grade `correct` gets a follow-up naming a missing
-  expected keyword, at most `max_followups` per question and only while time is left;
+- an answer the keyword estimate would not grade `correct` gets a follow-up that probes for more
+  (an order, a reason, an example, a further point: `worker/exam/probes.py`) without naming
+  anything of the expected answer, at most `max_followups` per question and only while time is
+  left;
+- a question about the question ("what do you mean by disability here?") gets the question put
+  another way; it is not an answer, and the time limit and what was said so far stand;
 - `max_question_duration_seconds` after a question was asked, the exam moves on (the limit
   covers its follow-ups and repeats too, so nobody can stall a question forever);
 - one nudge per question after `nudge_after_seconds` of silence.
@@ -37,6 +41,7 @@ from core.config import ExamConfig
 from core.grading import feedback_type
 from worker.exam.evaluators import Question, keyword_score, words
 from worker.exam.intents import intent_of
+from worker.exam.probes import probe, rephrase
 
 __all__ = [
     "Decision",
@@ -51,13 +56,19 @@ __all__ = [
 ]
 
 Phase = Literal["greeting", "listening", "finished"]
-SayKind = Literal["greeting", "question", "acknowledge", "followup", "repeat", "nudge", "closing"]
+SayKind = Literal[
+    "greeting", "question", "acknowledge", "followup", "clarify", "repeat", "nudge", "closing"
+]
 
 
 @dataclass(frozen=True)
 class Say:
+    """Say `text`. A follow-up or clarification may be rewritten by the LLM on LLM profiles;
+    whatever is spoken must not name any of `avoid` (the expected keywords not yet said)."""
+
     text: str
     kind: SayKind
+    avoid: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -95,11 +106,6 @@ ACKNOWLEDGEMENTS = (
     "Okay, noted.",
     "Thanks for that.",
     "Understood, thank you.",
-)
-FOLLOWUPS = (
-    "Could you say more about {}?",
-    "Can you tell me a little more about {}?",
-    "And what about {}?",
 )
 MOVE_ON = "That's alright, let's move on."
 TIME_UP = "We have run out of time for this question."
@@ -254,8 +260,11 @@ class ExamFlow:
         if not words(transcript):
             return [Ignored("empty")]
         question = self.questions[self.index]
-        # Naming an expected keyword makes it an answer, whatever else was said.
-        intent = None if self._mentions_keyword(question, transcript) else intent_of(transcript)
+        intent = intent_of(transcript)
+        if intent == "clarify":  # not an answer: nothing is scored, held or joined
+            return [Say(rephrase(question), "clarify", avoid=question.expected_keywords)]
+        if intent is not None and self._mentions_keyword(question, transcript):
+            intent = None  # naming an expected keyword makes it an answer, whatever else was said
         if intent == "repeat":
             return [Say(f"Of course. {self._last_prompt}", "repeat")]
         before = self._snapshot()
@@ -294,6 +303,11 @@ class ExamFlow:
         if self._held:
             return " ".join(t for t, _ in self._held if t)
         return self._undo[1] if self._undo is not None else ""
+
+    @property
+    def said_so_far(self) -> str:
+        """Everything said to the current question that counts as its answer."""
+        return " ".join([*self._attempts, *(t for t, _ in self._held if t)])
 
     @property
     def tentative(self) -> bool:
@@ -341,7 +355,11 @@ class ExamFlow:
         if not question.expected_keywords:
             return False
         estimate = keyword_score(
-            transcript, question.expected_keywords, question.max_score, self._threshold
+            transcript,
+            question.expected_keywords,
+            question.max_score,
+            self._threshold,
+            question.synonyms,
         )
         return bool(estimate.matched)
 
@@ -409,11 +427,12 @@ class ExamFlow:
             question.expected_keywords,
             question.max_score,
             self._threshold,
+            question.synonyms,
         )
         if not estimate.missing or feedback_type(estimate.score, question.max_score) == "correct":
             return None
-        template = FOLLOWUPS[(self.index + self.followups_used) % len(FOLLOWUPS)]
-        return Say(template.format(estimate.missing[0]), "followup")
+        text = probe(question, self.followups_used, estimate.missing, question.synonyms)
+        return Say(text, "followup", avoid=estimate.missing)
 
     def _ask(self) -> Say:
         self.phase = "listening"

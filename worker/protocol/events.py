@@ -30,7 +30,7 @@ MAX_WS_MESSAGE_BYTES = 65_536
 # The WebSocket's error codes are the vocabulary's WireErrorCode (core/vocabulary.py).
 ErrorCode: TypeAlias = WireErrorCode
 ResponseKind: TypeAlias = Literal[
-    "greeting", "question", "acknowledge", "followup", "repeat", "nudge", "closing"
+    "greeting", "question", "acknowledge", "followup", "clarify", "repeat", "nudge", "closing"
 ]
 EndReason: TypeAlias = Literal["completed", "terminated", "server_shutdown", "timeout"]
 CancelReason: TypeAlias = Literal["barge_in", "client_cancel", "superseded"]

@@ -70,7 +70,18 @@ def question_from_row(row: QuestionBank, max_score: int) -> Question:
         tuple(row.expected_keywords or ()),
         row.answer_guidelines or "",
         max_score,
+        synonyms_of(row),
     )
+
+
+def synonyms_of(row: QuestionBank) -> dict[str, tuple[str, ...]]:
+    """The bank's synonyms per expected keyword, as the evaluators take them."""
+    raw = row.keyword_synonyms if isinstance(row.keyword_synonyms, dict) else {}
+    return {
+        k: tuple(str(v) for v in vs)
+        for k, vs in raw.items()
+        if k in (row.expected_keywords or ()) and isinstance(vs, list)
+    }
 
 
 async def exam_questions(

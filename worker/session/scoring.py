@@ -149,6 +149,7 @@ def evaluation_row(
         feedback_type=result.feedback_type,
         matched_keywords=list(result.matched_keywords),
         missing_keywords=list(result.missing_keywords),
+        justification=result.justification,
         latency_ms=latency_ms,
         processing_time_ms=result.processing_time_ms,
     )

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,11 +56,15 @@ class Answer:
     ready_at_end: bool  # every segment was transcribed before the end was decided
 
 
-def coverage(text: str, expected_keywords: Sequence[str]) -> float | None:
-    """Share of the expected keywords the text names; None when there are none."""
+def coverage(
+    text: str,
+    expected_keywords: Sequence[str],
+    synonyms: Mapping[str, Sequence[str]] | None = None,
+) -> float | None:
+    """Share of the expected keywords the text names (or a synonym of); None when none."""
     if not expected_keywords:
         return None
-    found = keyword_score(text, expected_keywords, max_score=1).matched
+    found = keyword_score(text, expected_keywords, 1, synonyms=synonyms).matched
     return len(found) / len(expected_keywords)
 
 
@@ -180,7 +184,8 @@ class Listener:
             text = f"{self._carried} {said}".strip()
             question = self._question()
             keywords = question.expected_keywords if question is not None else ()
-            self.turns.note_text(text, coverage(text, keywords))
+            synonyms = question.synonyms if question is not None else None
+            self.turns.note_text(text, coverage(text, keywords, synonyms))
 
         return done
 

@@ -155,9 +155,13 @@ class Replies:
             items: AsyncIterator[tuple[str, bytes]]
             speaker = self.s.speaker
             by_llm = say.kind == "acknowledge" and cfg.acknowledgement == "llm"
+            asked = self.s.flow.current
+            probing = say.kind in ("followup", "clarify") and cfg.followups == "llm"
             if by_llm and heard and heard.transcript.text:
                 answer = heard.transcript.text
                 items = speaker.acknowledge(heard.question, answer, say.text, stages)
+            elif probing and asked is not None:
+                items = speaker.probe(say, asked, self.s.flow.said_so_far, stages)
             else:
                 fixed = say.kind not in ("followup", "repeat")  # those carry varying words
                 items = speaker.say(say.text, stages, fixed=fixed)

@@ -13,14 +13,47 @@ import asyncio
 import collections
 import contextlib
 import logging
+import re
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+
+from prometheus_client import Counter
 
 from models.base import LLM, TTS, ModelError, Sampling
 from models.sentences import SentenceBuffer
+from worker.exam.evaluators import Question
+from worker.exam.flow import Say
+from worker.exam.probes import leaks
 from worker.voice.metrics import TurnStages
 
 log = logging.getLogger(__name__)
+PROBES_REPLACED = Counter(
+    "viva_llm_probes_replaced_total",
+    "LLM-written follow-ups or clarifications replaced before they were spoken",
+    ["kind"],
+)
+
+FOLLOWUP_SYSTEM = (
+    "You are a calm oral examiner. The student's answer so far is incomplete. Ask exactly one "
+    "short follow-up question, at most fifteen words, that invites them to say more or to "
+    "explain their reasoning. Never name, hint at or define any point of the expected answer "
+    "or the marking guidelines, and never say whether they were right."
+)
+CLARIFY_SYSTEM = (
+    "You are a calm oral examiner. The student asked what the question means. Put the question "
+    "another way in one or two short sentences, at most twenty-five words. Never give any part "
+    "of the answer, name a point of the marking guidelines, or say what a good answer contains."
+)
+PROBE_MAX_WORDS = 30
+_SENTENCE_END = re.compile(r"[?.!](?=\s|$)")
+
+
+def usable_probe(text: str, avoid: Sequence[str], synonyms: Mapping[str, Sequence[str]]) -> bool:
+    """An LLM-written follow-up may be spoken: a question of reasonable length that names no
+    expected keyword the student has not said."""
+    n = len(text.split())
+    return 2 <= n <= PROBE_MAX_WORDS and not leaks(text, avoid, synonyms)
+
 
 ACK_SYSTEM = (
     "You are a calm, friendly oral examiner. Acknowledge the student's answer in one short "
@@ -100,6 +133,7 @@ class Speaker:
         self.tts = tts
         self.cache = cache
         self.ack_sampling = ack_sampling
+        self.probe_sampling = Sampling(temperature=ack_sampling.temperature, max_tokens=48)
 
     async def prepare(self, texts: Sequence[str]) -> None:
         """Synthesize fixed prompts ahead of time (questions are known at session start)."""
@@ -140,6 +174,51 @@ class Speaker:
                 _first_audio(stages, started)
             yield (text if first else ""), pcm
             first = False
+
+    async def probe(
+        self, say: Say, question: Question, said: str, stages: TurnStages | None = None
+    ) -> AsyncIterator[tuple[str, bytes]]:
+        """A follow-up (or a clarification) written by the LLM, whole, checked, then spoken:
+        one that names any of `say.avoid` (or a synonym, or a word of the same stem), or that
+        is empty or long, is replaced by the flow's own text (a generic probe, the question
+        rephrased), as is the LLM's failure."""
+        system = CLARIFY_SYSTEM if say.kind == "clarify" else FOLLOWUP_SYSTEM
+        messages = [
+            {"role": "system", "content": system},
+            {
+                "role": "user",
+                "content": (
+                    f"Question: {question.text}\n"
+                    f"Marking guidelines (never reveal them): {question.answer_guidelines}\n"
+                    f'What the student has said: """{said.strip() or "nothing yet"}"""'
+                ),
+            },
+        ]
+        started = time.perf_counter()
+        text = ""
+        stream = self.llm.stream(messages, self.probe_sampling)
+        try:
+            async for delta in stream:
+                if stages is not None and stages.llm_first_token is None:
+                    stages.llm_first_token = _ms_since(started)
+                text += delta
+                if say.kind == "followup" and (end := _SENTENCE_END.search(text)):
+                    text = text[: end.end()]  # one question is all a follow-up needs
+                    break
+                if len(text.split()) > PROBE_MAX_WORDS:
+                    break  # too long to be usable: stop generating
+        except ModelError as exc:
+            log.warning("%s LLM failed (%s); using the fixed text", say.kind, exc)
+            text = ""
+        finally:
+            await _close(stream)
+        text = " ".join(text.split())
+        safe = usable_probe(text, say.avoid, question.synonyms)
+        if not safe:
+            PROBES_REPLACED.labels(say.kind).inc()
+        _first_sentence(stages, started)
+        async for item in self.say(text if safe else say.text, stages):
+            yield item
 
     async def acknowledge(
         self, question: str, answer: str, fallback: str, stages: TurnStages | None = None

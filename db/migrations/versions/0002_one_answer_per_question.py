@@ -1,4 +1,5 @@
-"""one answer row per question of a session, and the current question's progress
+"""one answer row per question of a session, the current question's progress, keyword
+synonyms and the LLM's justification of a mark
 
 Revision ID: 0002
 Revises: 0001
@@ -39,9 +40,19 @@ def upgrade() -> None:
         )
     with op.batch_alter_table('sessions', schema=None) as batch_op:
         batch_op.add_column(sa.Column('progress', sa.JSON(), nullable=True))
+    with op.batch_alter_table('question_banks', schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column('keyword_synonyms', sa.JSON(), nullable=False, server_default='{}')
+        )
+    with op.batch_alter_table('evaluations', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('justification', sa.Text(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('evaluations', schema=None) as batch_op:
+        batch_op.drop_column('justification')
+    with op.batch_alter_table('question_banks', schema=None) as batch_op:
+        batch_op.drop_column('keyword_synonyms')
     with op.batch_alter_table('sessions', schema=None) as batch_op:
         batch_op.drop_column('progress')
     with op.batch_alter_table('answers', schema=None) as batch_op:
