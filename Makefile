@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 MODELS_STAMP := .cache/models/.fetched
 
-.PHONY: venv models chromium run test lint typecheck pytest db lock bench-db bench-models bench-latency bench-turns bench-soak bench-soak-workers bench-soak-cpu clean
+.PHONY: venv models chromium run test lint typecheck pytest db lock bench-db bench-models bench-latency bench-turns bench-soak bench-soak-workers bench-soak-cpu bench-capacity bench-grading clean
 
 venv: $(STAMP)
 
@@ -83,6 +83,16 @@ bench-turns: venv models
 
 bench-models: venv models
 	$(BIN)/python benchmarks/models.py --json results/models_cpu.json
+
+bench-capacity: venv models
+	$(BIN)/python benchmarks/capacity.py --profile gpu-sim --sessions 1,8,16,24,32,48,64 \
+	  --policy both --json results/capacity_gpusim.json
+	$(BIN)/python benchmarks/capacity.py --profile cpu --sessions 1,2,3,4 --policy both \
+	  --json results/capacity_cpu.json
+	$(BIN)/python benchmarks/asr_batch.py --json results/asr_batch_cpu.json
+
+bench-grading: venv models
+	$(BIN)/python benchmarks/grading.py --profile cpu --json results/grading_cpu.json
 
 # Re-resolve the lock after changing pyproject.toml or requirements-weights.txt (needs the index).
 lock:

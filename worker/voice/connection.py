@@ -34,7 +34,11 @@ from worker.voice.replies import Replies
 from worker.voice.turns import BargeIn, SpeechStarted, SpeechStopped
 
 log = logging.getLogger(__name__)
-AUDIO_QUEUE_FRAMES = 256  # client frames waiting for the VAD; beyond that the client is flooding
+# Audio waiting for the VAD, in seconds of speech rather than frames (frames may be 20 ms or
+# 1 s). It grows only while the listener waits for the answer's transcription (the pacing bucket
+# already caps what a client sends at 1.5x real time): a busy ASR must not cost the student the
+# words they say meanwhile. 30 s of audio is at most ~1 MB.
+AUDIO_QUEUE_SECONDS = 30.0
 TICK_S = 0.25  # how often silence (nudges) and time limits are checked without audio
 COMMIT_KINDS = ("question", "followup", "closing")  # a reply is heard once these are
 
@@ -67,7 +71,8 @@ class Conversation:
             session, ws, self.turns, self._reply_created, self._heard_from, self._reply_done
         )
         self.out = self.replies.out
-        self.audio_in: asyncio.Queue[bytes] = asyncio.Queue(AUDIO_QUEUE_FRAMES)
+        self.audio_in: asyncio.Queue[bytes] = asyncio.Queue()
+        self._queued_s = 0.0  # seconds of audio in `audio_in`
         self._tentative: Tentative | None = None
         self._continuing = False  # the utterance in progress began while a reply was tentative
         self._quiet_since: float | None = None
@@ -125,7 +130,10 @@ class Conversation:
                     p.check_audio_frame(msg.data)
                     if not self._audio_pace.admit(seconds):
                         raise asyncio.QueueFull  # beyond real time plus the margin: dropped
+                    if self._queued_s + seconds > AUDIO_QUEUE_SECONDS:
+                        raise asyncio.QueueFull
                     self.audio_in.put_nowait(msg.data)
+                    self._queued_s += seconds
                     self.s.usage.audio_in_seconds += seconds
                 except p.ProtocolError as exc:
                     self._emit(exc.to_event())
@@ -172,6 +180,7 @@ class Conversation:
             try:
                 async with asyncio.timeout(TICK_S):
                     data = await self.audio_in.get()
+                    self._queued_s = max(0.0, self._queued_s - len(data) / 2 / SAMPLE_RATE)
             except TimeoutError:
                 data = b""
             if data:
