@@ -259,6 +259,8 @@ class SchedulingConfig(_Frozen):
 
     policy: Literal["priority", "fifo"] = "priority"
     asr_slots: int = Field(1, ge=1)
+    # Transcriptions run together in one batch (backends with `transcribe_batch`); 1: none.
+    asr_batch: int = Field(1, ge=1, le=32)
     tts_slots: int = Field(1, ge=1)
     llm_slots: int = Field(16, ge=1)
     max_queue: int = Field(256, ge=1)
@@ -272,6 +274,9 @@ class GPUSimConfig(_Frozen):
 
     asr_fixed_ms: float = Field(80, ge=0)
     asr_ms_per_audio_s: float = Field(24, ge=0)
+    # A batch costs the fixed cost, the longest answer's audio cost, and this share of the
+    # others' (they ride along in the same encoder pass and decode steps).
+    asr_batch_share: float = Field(0.3, ge=0, le=1)
     asr_slots: int = Field(1, ge=1)
     tts_fixed_ms: float = Field(20, ge=0)
     tts_ms_per_audio_s: float = Field(20, ge=0)

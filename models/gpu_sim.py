@@ -74,6 +74,20 @@ class SimASR:
         await self.device.serve(ms / 1000)
         return Transcript(self.transcript, (), 0.9, seconds, language)
 
+    async def transcribe_batch(
+        self, audios: Sequence[Audio], language: str = "en", prompts: Sequence[str | None] = ()
+    ) -> list[Transcript]:
+        """Several answers in one device request: the longest costs in full, the others a
+        share (`asr_batch_share`) of their audio cost."""
+        checked = [check_audio(a, min_samples=SAMPLE_RATE // 10) for a in audios]
+        seconds = sorted((len(a) / SAMPLE_RATE for a in checked), reverse=True)
+        cfg = self.cfg
+        audio_s = seconds[0] + cfg.asr_batch_share * sum(seconds[1:]) if seconds else 0.0
+        await self.device.serve((cfg.asr_fixed_ms + cfg.asr_ms_per_audio_s * audio_s) / 1000)
+        return [
+            Transcript(self.transcript, (), 0.9, len(a) / SAMPLE_RATE, language) for a in checked
+        ]
+
 
 class SimTTS:
     """Silence as long as the text would take to say, one sentence per device request."""

@@ -195,7 +195,7 @@ def _schedule(hub: Hub, cfg: SchedulingConfig) -> None:
         )
         return hub.schedulers[name]
 
-    hub.asr = ScheduledASR(hub.asr, make("asr", cfg.asr_slots))
+    hub.asr = ScheduledASR(hub.asr, make("asr", cfg.asr_slots), cfg.asr_batch)
     hub.tts = ScheduledTTS(hub.tts, make("tts", cfg.tts_slots))
     hub.llm = ScheduledLLM(hub.llm, make("llm", cfg.llm_slots))
 

@@ -87,6 +87,10 @@ def current_request() -> Request:
     return _request.get() or Request(Priority.TURN)
 
 
+def current_session() -> str:
+    return _session.get()
+
+
 def current_priority() -> Priority:
     return current_request().priority
 
