@@ -95,6 +95,8 @@ async def one_row(args: argparse.Namespace, policy: str, sessions: int) -> dict[
             # Dozens of real-time clients on the worker's own cores fall behind and catch up in
             # bursts; a deep audio burst keeps the pacing limit from dropping their audio.
             "--worker-env", "VIVA__SERVER__AUDIO_BURST_SECONDS=30",
+            # ... and all of them open their sockets from one address.
+            "--worker-env", "VIVA__LIMITS__WS_OPENS_BURST=500",
             *[a for kv in args.worker_env for a in ("--worker-env", kv)],
         ]
     )  # fmt: skip

@@ -75,6 +75,23 @@ class FakeASR:
         return Transcript(text, (), 0.9, len(audio) / SAMPLE_RATE, language)
 
 
+def rubric_mark(messages: Sequence[Message], score: int = 5) -> dict[str, Any]:
+    """A mark as the examiner LLM gives one: the score, a justification that names the question
+    it judged (as the evaluators require), feedback for the student."""
+    lines = [
+        line
+        for m in messages
+        for line in m["content"].splitlines()
+        if line.startswith("Question: ")
+    ]
+    question = lines[0].removeprefix("Question: ") if lines else "the question"
+    return {
+        "score": score,
+        "justification": f"Judged against the guidelines for: {question}",
+        "feedback": "Thank you, that is a fair attempt.",
+    }
+
+
 class FakeLLM:
     """Streams `tokens` at `tokens_per_s` after `first_token_ms`; JSON from `json_result`."""
 

@@ -29,6 +29,7 @@ from models.base import (
     check_audio,
     check_text,
 )
+from models.fakes import rubric_mark
 from models.sentences import split_sentences
 
 TTS_RATE = 24_000
@@ -142,4 +143,4 @@ class SimLLM:
         await self.device.serve(seconds)  # ~40 tokens of JSON
         if "score" not in schema.get("properties", {}):
             raise StructuredOutputFailed("the simulated LLM only scores answers")
-        return {"score": 5, "feedback": "A simulated evaluation."}
+        return rubric_mark(messages)

@@ -102,11 +102,9 @@ def _build_asr(cfg: ModelsConfig) -> ASR:
 
 async def _build_llm(cfg: ModelsConfig) -> LLM:
     if cfg.llm.backend == "fake":
-        from models.fakes import FakeLLM
+        from models.fakes import FakeLLM, rubric_mark
 
-        return FakeLLM(
-            json_result={"score": 5, "feedback": "fake"}, first_token_ms=cfg.llm.fake_delay_ms
-        )
+        return FakeLLM(json_result=rubric_mark, first_token_ms=cfg.llm.fake_delay_ms)
     if cfg.llm.backend == "gpu_sim":
         from models.gpu_sim import SimLLM
 

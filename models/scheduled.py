@@ -177,9 +177,17 @@ class ScheduledLLM:
     async def stream(
         self, messages: Sequence[Message], sampling: Sampling, usage: Usage | None = None
     ) -> AsyncIterator[str]:
-        async with self.scheduler.slot():
-            async for delta in self.inner.stream(messages, sampling, usage):
-                yield delta
+        stream = self.inner.stream(messages, sampling, usage)
+        try:
+            async with self.scheduler.slot():
+                async for delta in stream:
+                    yield delta
+        finally:
+            # Closing this stream closes the model's at once (aborting the request in the
+            # engine), not when the garbage collector gets to it.
+            close = getattr(stream, "aclose", None)
+            if close is not None:
+                await close()
 
     async def generate_json(
         self,

@@ -23,7 +23,7 @@ from aiohttp import web
 
 from core.config import Config, load_config, replace_settings
 from models.base import Audio
-from models.fakes import FakeASR, FakeEOT, FakeLLM, FakeTTS, FakeVAD
+from models.fakes import FakeASR, FakeEOT, FakeLLM, FakeTTS, FakeVAD, rubric_mark
 from models.hub import Hub
 from tests.db.student import tone
 from tests.inproc.fakes import FakeSocket, Microphone, RecordingWriter
@@ -107,7 +107,7 @@ async def viva() -> AsyncIterator[Start]:
         hub = Hub(
             vad=FakeVAD(),
             asr=FakeASR(asr),
-            llm=FakeLLM(json_result={"score": 5, "feedback": "fake"}),
+            llm=FakeLLM(json_result=rubric_mark),
             tts=FakeTTS(chars_per_s=TTS_CHARS_PER_S),
             eot=FakeEOT(),
         )

@@ -136,3 +136,17 @@ async def test_without_a_batch_method_requests_go_one_by_one() -> None:
     asr = ScheduledASR(Plain(), Scheduler("asr", 1), batch=8)  # type: ignore[arg-type]
     assert asr.batch == 1
     assert (await asr.transcribe(audio(1600))).text == "x"
+
+
+async def test_closing_a_scheduled_llm_stream_closes_the_models_at_once() -> None:
+    from models.base import Sampling
+    from models.fakes import FakeLLM
+    from models.scheduled import ScheduledLLM
+
+    inner = FakeLLM(tokens=["a ", "b ", "c "], tokens_per_s=1000)
+    llm = ScheduledLLM(inner, Scheduler("llm", 1))
+    stream = llm.stream([{"role": "user", "content": "hi"}], Sampling(max_tokens=8))
+    assert await anext(stream) == "a "
+    assert inner.active == 1
+    await stream.aclose()  # as the speaker does after the first sentence
+    assert inner.active == 0 and llm.scheduler._busy == 0
