@@ -41,7 +41,7 @@ from core.config import ExamConfig
 from core.grading import feedback_type
 from worker.exam.evaluators import Question, keyword_score, words
 from worker.exam.intents import intent_of
-from worker.exam.probes import probe, rephrase
+from worker.exam.probes import SAFE_PROBES, probe, rephrase
 
 __all__ = [
     "Decision",
@@ -230,7 +230,7 @@ class ExamFlow:
         likely needed: worth synthesizing at session start so no TTS sits on the turn's
         critical path. Later questions always follow an acknowledgement, so they are made
         while it plays instead of competing with the student's first answers for the CPU."""
-        fixed = [*ACKNOWLEDGEMENTS, MOVE_ON, TIME_UP, NUDGE, CLOSING]
+        fixed = [*ACKNOWLEDGEMENTS, MOVE_ON, TIME_UP, NUDGE, CLOSING, *SAFE_PROBES]
         return [_greeting(len(self.questions)), _prompt(0, self.questions[0]), *fixed]
 
     def pause(self) -> None:

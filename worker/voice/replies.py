@@ -163,7 +163,8 @@ class Replies:
             elif probing and asked is not None:
                 items = speaker.probe(say, asked, self.s.flow.said_so_far, stages)
             else:
-                fixed = say.kind not in ("followup", "repeat")  # those carry varying words
+                # Repeats and clarifications carry varying words; the probes are a fixed set.
+                fixed = say.kind not in ("repeat", "clarify")
                 items = speaker.say(say.text, stages, fixed=fixed)
             async for text, pcm in items:
                 await self.out.put_audio(rid, text, pcm)
