@@ -192,7 +192,11 @@ async def sweep(args: argparse.Namespace) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     for sessions in args.sessions:
         for policy in policies:  # side by side at each count: drift hits both alike
-            row = await one_row(args, policy, sessions)
+            try:
+                row = await one_row(args, policy, sessions)
+            except SystemExit as exc:  # the worker did not start (a port taken meanwhile...)
+                print(f"worker start failed ({exc}); once more", flush=True)
+                row = await one_row(args, policy, sessions)
             rows.append(row)
             print(table([row]).splitlines()[1], flush=True)
     by_policy = {p: capacity(rows, p) for p in policies}
