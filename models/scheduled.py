@@ -207,3 +207,8 @@ def _close(model: Any) -> None:
     close = getattr(model, "close", None)
     if close is not None:
         close()
+
+
+def unwrapped(model: Any) -> Any:
+    """The backend behind a scheduled model (tests and tools that need the backend itself)."""
+    return getattr(model, "inner", model)

@@ -15,6 +15,7 @@ from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
 
 from models.fakes import FakeTTS
+from models.scheduled import unwrapped
 from tests.db.helpers import API_KEY, AUTH, server_config, wait_ready
 from tests.db.student import Student, clip_pcm, silence
 from worker.http import monitor
@@ -31,7 +32,7 @@ async def client(db_url: str, tmp_path) -> AsyncIterator[TestClient]:  # type: i
     cfg = server_config(db_url, str(tmp_path / "journal"))
     async with TestClient(TestServer(build_app(cfg))) as client:
         await wait_ready(client)
-        tts = client.server.app[CONTEXT].models.hub.tts
+        tts = unwrapped(client.server.app[CONTEXT].models.hub.tts)
         assert isinstance(tts, FakeTTS)
         tts.chars_per_s = 120  # questions take ~0.6 s to say instead of ~5 s
         yield client

@@ -21,6 +21,7 @@ from sqlalchemy import select
 
 from db.tables import Answer, Evaluation, Result, Session
 from models.fakes import FakeTTS
+from models.scheduled import unwrapped
 from tests.db.helpers import server_config
 from tests.db.student import CLIPS, Student, clip_pcm, silence
 from worker.runpod.runtime import Runtime
@@ -42,7 +43,7 @@ def runtime(db_url: str, tmp_path: Path) -> Iterator[Runtime]:
     rt = Runtime(cfg, {})
     rt.start(60)
     assert rt.context is not None
-    tts = rt.context.models.hub.tts  # type: ignore[union-attr]
+    tts = unwrapped(rt.context.models.hub.tts)  # type: ignore[union-attr]
     assert isinstance(tts, FakeTTS)
     tts.chars_per_s = 120  # ~0.6 s per question instead of ~5 s of paced audio
     try:

@@ -22,6 +22,7 @@ from sqlalchemy import select
 from db.queries.configuration import set_setting
 from db.tables import Answer, AuditLog, Result, Session
 from models.fakes import FakeASR, FakeTTS
+from models.scheduled import unwrapped
 from tests.db.helpers import AUTH, TOKEN_SECRET, server_config, wait_ready
 from tests.db.student import Student, clip_pcm, silence, tone
 from worker.http.context import CONTEXT
@@ -52,7 +53,7 @@ async def worker(db_url: str, tmp_path, db_session) -> AsyncIterator[Open]:  # t
         clients.append(client)
         await wait_ready(client)
         if fast_tts:  # ~0.6 s per question instead of ~5 s: the tests talk over it sooner
-            tts = client.server.app[CONTEXT].models.hub.tts
+            tts = unwrapped(client.server.app[CONTEXT].models.hub.tts)
             assert isinstance(tts, FakeTTS)
             tts.chars_per_s = 120
         body = {"student_id": "s1", "college_type": "law", "scenario_id": "law_of_contract"}
@@ -130,7 +131,7 @@ async def _metrics(client: TestClient) -> dict[str, float]:
 
 async def test_interruption_without_words_repeats_what_was_cut(worker: Open) -> None:
     client, created = await worker(fast_tts=False)
-    asr = client.server.app[CONTEXT].models.hub.asr
+    asr = unwrapped(client.server.app[CONTEXT].models.hub.asr)
     assert isinstance(asr, FakeASR)
     asr.transcript = ""  # a cough, a door: speech to the VAD, no words to the ASR
     student = await connect(client, created)

@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from db.tables import AuditLog
 from models.base import InvalidAudio
+from models.scheduled import unwrapped
 from tests.db.helpers import API_KEY, TOKEN_SECRET
 from tests.db.student import Student, clip_pcm, silence, tone
 from tests.hostile.conftest import Worker, ws_path
@@ -132,7 +133,7 @@ async def test_audio_faster_than_real_time_is_dropped(serve: Serve) -> None:
 
 async def test_a_model_refusing_an_answer_is_not_fatal(serve: Serve, monkeypatch: Any) -> None:
     async with serve() as w:
-        asr = w.client.app[CONTEXT].models.hub.asr
+        asr = unwrapped(w.client.app[CONTEXT].models.hub.asr)
         real = asr.transcribe
         refusing = [True]
 

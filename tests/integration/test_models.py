@@ -21,6 +21,7 @@ from models.base import (
 )
 from models.hub import Hub, load_hub
 from models.resample import resample
+from models.scheduled import unwrapped
 from tests.integration.conftest import CLIPS, clips, read_wav
 from tests.integration.wer import wer
 
@@ -114,7 +115,7 @@ async def test_llm_streams_scores_and_cancels(hub: Hub) -> None:
             break
     await stream.aclose()  # type: ignore[attr-defined]
     await asyncio.sleep(0.2)
-    engine = hub.llm._engine  # type: ignore[attr-defined]
+    engine = unwrapped(hub.llm)._engine  # type: ignore[attr-defined]
     assert engine.output_processor.get_num_unfinished_requests() == 0
 
 
