@@ -303,6 +303,20 @@ async def test_empty_answer_scores_zero_without_asking_the_llm(kind: Any) -> Non
     assert llm.requests == []
 
 
+@pytest.mark.parametrize("kind", ["keyword_match", "llm_based", "hybrid"])
+async def test_i_dont_know_scores_zero_without_asking_the_llm(kind: Any) -> None:
+    llm = RecordingLLM(mark(7))
+    ev = await evaluate(
+        kind, CONTRACT_Q, "I'm sorry, I don't know the answer to that one.", llm=llm
+    )
+    assert (ev.score_obtained, ev.feedback_type) == (0.0, "incorrect") and llm.requests == []
+    # An answer that only begins with a hedge is still an answer.
+    hedged = await evaluate(
+        kind, CONTRACT_Q, "I don't know exactly, but an offer and acceptance.", llm=llm
+    )
+    assert hedged.score_obtained > 0
+
+
 async def test_llm_kinds_need_an_llm() -> None:
     with pytest.raises(ValueError, match="needs an LLM"):
         await evaluate("hybrid", CONTRACT_Q, "offer")

@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 from core.grading import feedback_type
 from models.base import LLM, Message, ModelError, Sampling
+from worker.exam.intents import intent_of
 
 log = logging.getLogger(__name__)
 EvaluatorKind = Literal["keyword_match", "llm_based", "hybrid"]
@@ -276,8 +277,9 @@ async def _score(
     llm: LLM | None,
     sampling: Sampling,
 ) -> _Scored:
-    if not words(transcript):
-        # Nothing to judge: asking the LLM would only invite it to invent credit.
+    if not words(transcript) or intent_of(transcript) == "dont_know":
+        # Nothing to judge ("I'm sorry, I don't know this one" included): asking the LLM would
+        # only invite it to invent credit (the cpu model gave such answers 7 of 10).
         return _Scored(kind, 0.0, NO_ANSWER_FEEDBACK)
     if kind == "keyword_match":
         if kw is None:
