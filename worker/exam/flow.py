@@ -41,7 +41,7 @@ from core.config import ExamConfig
 from core.grading import feedback_type
 from worker.exam.evaluators import Question, keyword_score, words
 from worker.exam.intents import intent_of
-from worker.exam.probes import SAFE_PROBES, probe, rephrase
+from worker.exam.probes import SAFE_PROBES, leaks, probe, rephrase
 
 __all__ = [
     "Decision",
@@ -262,7 +262,9 @@ class ExamFlow:
         question = self.questions[self.index]
         intent = intent_of(transcript)
         if intent == "clarify":  # not an answer: nothing is scored, held or joined
-            return [Say(rephrase(question), "clarify", avoid=question.expected_keywords)]
+            # Words the question itself uses are not a hint; the rest of the answer is.
+            hidden = tuple(k for k in question.expected_keywords if not leaks(question.text, (k,)))
+            return [Say(rephrase(question), "clarify", avoid=hidden)]
         if intent is not None and self._mentions_keyword(question, transcript):
             intent = None  # naming an expected keyword makes it an answer, whatever else was said
         if intent == "repeat":
