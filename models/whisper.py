@@ -124,7 +124,6 @@ class WhisperASR:
         for audio in audios:
             features = m.feature_extractor(audio)
             frames.append(pad_or_trim(features[:, : min(features.shape[-1] - 1, BATCH_FRAMES)]))
-        encoded = m.encode(np.stack(frames))
         token_prompts = [
             m.get_prompt(
                 tokenizer,
@@ -133,15 +132,25 @@ class WhisperASR:
             )
             for prompt in prompts
         ]
-        results = m.model.generate(
-            encoded,
-            token_prompts,
-            beam_size=self._beam,
-            max_length=m.max_length,
-            return_scores=True,
-            suppress_blank=True,
-            suppress_tokens=get_suppressed_tokens(tokenizer, [-1]),
-        )
+        # CTranslate2 wants <|startoftranscript|> at one position across a batch: answers whose
+        # prompts differ in length go in separate batches.
+        groups: dict[int, list[int]] = {}
+        for i, tokens in enumerate(token_prompts):
+            groups.setdefault(len(tokens), []).append(i)
+        results: list[Any] = [None] * len(audios)
+        for members in groups.values():
+            encoded = m.encode(np.stack([frames[i] for i in members]))
+            generated = m.model.generate(
+                encoded,
+                [token_prompts[i] for i in members],
+                beam_size=self._beam,
+                max_length=m.max_length,
+                return_scores=True,
+                suppress_blank=True,
+                suppress_tokens=get_suppressed_tokens(tokenizer, [-1]),
+            )
+            for i, result in zip(members, generated, strict=True):
+                results[i] = result
         out = []
         for audio, result in zip(audios, results, strict=True):
             tokens = result.sequences_ids[0]

@@ -35,6 +35,7 @@ from tests.db.helpers import API_KEY, AUTH, TOKEN_SECRET
 from tests.db.student import Student, clip_pcm, silence
 from tests.integration.conftest import CLIPS, ROOT, clips
 from tests.integration.wer import wer
+from worker.exam.probes import leaks
 from worker.service.tokens import issue_token
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -211,7 +212,9 @@ async def test_evaluate_text_against_given_keywords(worker: Worker) -> None:
     }
     assert item["evaluation"]["matched_keywords"] == ["angle of attack"]
     assert item["evaluation"]["missing_keywords"] == ["airflow separation", "lift"]
-    assert item["reply"]["kind"] == "followup" and "airflow separation" in item["reply"]["text"]
+    # A follow-up that probes without naming what is missing.
+    assert item["reply"]["kind"] == "followup" and item["reply"]["text"]
+    assert not leaks(item["reply"]["text"], ["airflow separation", "lift"])
     assert item["persisted"] is None
 
 
