@@ -190,19 +190,10 @@ async def followups(
 
 
 async def _llm_followup(speaker: Any, say: Say, q: Question, said: str) -> str:
-    """What the LLM writes, before the check (the same prompt `Speaker.probe` sends)."""
-    from worker.voice.speaker import FOLLOWUP_SYSTEM
+    """What the LLM writes, before the check (the prompt `Speaker.probe` sends)."""
+    from worker.voice.speaker import probe_messages
 
-    messages = [
-        {"role": "system", "content": FOLLOWUP_SYSTEM},
-        {
-            "role": "user",
-            "content": (
-                f"Question: {q.text}\nMarking guidelines (never reveal them): "
-                f'{q.answer_guidelines}\nWhat the student has said: """{said}"""'
-            ),
-        },
-    ]
+    messages = probe_messages(say.kind, q, said)
     return "".join([d async for d in speaker.llm.stream(messages, speaker.probe_sampling)])
 
 

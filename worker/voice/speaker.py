@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 
 from prometheus_client import Counter
 
-from models.base import LLM, TTS, ModelError, Sampling
+from models.base import LLM, TTS, Message, ModelError, Sampling
 from models.sentences import SentenceBuffer
 from worker.exam.evaluators import Question
 from worker.exam.flow import Say
@@ -46,6 +46,22 @@ CLARIFY_SYSTEM = (
 )
 PROBE_MAX_WORDS = 30
 _SENTENCE_END = re.compile(r"[?.!](?=\s|$)")
+
+
+def probe_messages(kind: str, question: Question, said: str) -> list[Message]:
+    """The LLM prompt for a follow-up (or, `kind` "clarify", a clarification)."""
+    system = CLARIFY_SYSTEM if kind == "clarify" else FOLLOWUP_SYSTEM
+    return [
+        {"role": "system", "content": system},
+        {
+            "role": "user",
+            "content": (
+                f"Question: {question.text}\n"
+                f"Marking guidelines (never reveal them): {question.answer_guidelines}\n"
+                f'What the student has said: """{said.strip() or "nothing yet"}"""'
+            ),
+        },
+    ]
 
 
 def usable_probe(text: str, avoid: Sequence[str], synonyms: Mapping[str, Sequence[str]]) -> bool:
@@ -182,18 +198,7 @@ class Speaker:
         one that names any of `say.avoid` (or a synonym, or a word of the same stem), or that
         is empty or long, is replaced by the flow's own text (a generic probe, the question
         rephrased), as is the LLM's failure."""
-        system = CLARIFY_SYSTEM if say.kind == "clarify" else FOLLOWUP_SYSTEM
-        messages = [
-            {"role": "system", "content": system},
-            {
-                "role": "user",
-                "content": (
-                    f"Question: {question.text}\n"
-                    f"Marking guidelines (never reveal them): {question.answer_guidelines}\n"
-                    f'What the student has said: """{said.strip() or "nothing yet"}"""'
-                ),
-            },
-        ]
+        messages = probe_messages(say.kind, question, said)
         started = time.perf_counter()
         text = ""
         stream = self.llm.stream(messages, self.probe_sampling)
