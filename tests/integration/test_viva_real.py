@@ -119,10 +119,11 @@ async def test_three_questions_end_to_end(hub: Hub, empty_db_url: str, tmp_path)
         assert acks, replies
     # The clips answer other subjects than the law questions: partial at best, so follow-ups;
     # none names an expected keyword of the question it follows (the student has said none).
-    followups = _spoken(student, "followup")
-    assert followups and all(followups), student.types()
-    keywords = [k for q in await _law_questions(empty_db_url) for k in q]
-    assert not any(leaks(f, keywords) for f in followups), followups
+    followups = _followups(student)
+    assert followups and all(text for _, text in followups), student.types()
+    keywords = await _law_questions(empty_db_url)
+    leaked = [(n, f) for n, f in followups if leaks(f, keywords[n - 1])]
+    assert not leaked, followups
     print("turn latency ms:", [r["latency_ms"] for r in replies])
 
     engine = create_engine(DatabaseConfig(url=empty_db_url))
@@ -160,11 +161,28 @@ def _joined(heard: list[dict[str, Any]], number: int) -> str:
     return " ".join(h["transcript"] for h in heard if h["question_number"] == number)
 
 
+def _ids(student: Student, kind: str) -> list[str]:
+    return [e["response_id"] for e in student.of("response.created") if e["kind"] == kind]
+
+
 def _spoken(student: Student, kind: str) -> list[str]:
     """The text of each response of `kind`, from its transcript deltas."""
-    ids = [e["response_id"] for e in student.of("response.created") if e["kind"] == kind]
+    ids = _ids(student, kind)
     deltas = student.of("response.audio_transcript.delta")
     return ["".join(d["delta"] for d in deltas if d["response_id"] == rid).strip() for rid in ids]
+
+
+def _followups(student: Student) -> list[tuple[int, str]]:
+    """Each follow-up's text with the number of the question it follows (the last
+    `exam.question` before it)."""
+    texts = dict(zip(_ids(student, "followup"), _spoken(student, "followup"), strict=True))
+    number, out = 0, []
+    for event in student.events:
+        if event["type"] == "exam.question":
+            number = event["number"]
+        elif event["type"] == "response.created" and event["response_id"] in texts:
+            out.append((number, texts[event["response_id"]]))
+    return out
 
 
 async def _law_questions(url: str) -> list[list[str]]:

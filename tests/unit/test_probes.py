@@ -154,6 +154,9 @@ SURVEY = Question(
         ("And the patient's disabilities?", False),
         ("", False),  # nothing usable
         ("word " * 40, False),  # far too long for a follow-up
+        ("The student's answer is incomplete.", False),  # the prompt echoed, about the student
+        ("Your answer is incomplete.", False),  # asks nothing
+        ("Tell me why that comes first.", True),  # a request is a follow-up too
     ],
 )
 async def test_llm_followups_are_checked_before_they_are_spoken(

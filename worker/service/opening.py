@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy.exc import IntegrityError
 
 from core.config import Config
 from core.errors import CodedError
@@ -21,7 +20,7 @@ from core.vocabulary import CollegeType, RequestErrorCode
 from db.queries.audit import log_action
 from db.queries.questions import questions_for
 from db.queries.sessions import create_session
-from db.queries.users import upsert_user
+from db.queries.users import EmailInUse, upsert_user
 from db.tables import Session, User
 from worker.service.live import LiveSessions
 from worker.service.resources import Database
@@ -127,7 +126,7 @@ async def _store(
                 full_name=body.full_name,
                 college_type=body.college_type,
             )
-        except IntegrityError:  # the username is race-safe: only the email can collide
+        except EmailInUse:
             raise OpenRefused(
                 409, "conflict", "that email belongs to another user; give another or none"
             ) from None

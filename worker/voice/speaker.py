@@ -64,11 +64,30 @@ def probe_messages(kind: str, question: Question, said: str) -> list[Message]:
     ]
 
 
-def usable_probe(text: str, avoid: Sequence[str], synonyms: Mapping[str, Sequence[str]]) -> bool:
-    """An LLM-written follow-up may be spoken: a question of reasonable length that names no
-    expected keyword the student has not said."""
+# A small model may echo its instructions ("The student's answer is incomplete.") instead of
+# speaking to the student: a text about "the student" is not said to one.
+_THIRD_PERSON = re.compile(r"\b(the|this|a) (student|candidate)\b", re.I)
+# A follow-up asks something: a question, or a request that opens with one of these verbs.
+_REQUEST = re.compile(
+    r"^(please )?(tell|explain|describe|give|say|walk|take|talk|go on|expand|elaborate)\b", re.I
+)
+
+
+def usable_probe(
+    text: str,
+    avoid: Sequence[str],
+    synonyms: Mapping[str, Sequence[str]],
+    kind: str = "followup",
+) -> bool:
+    """An LLM-written follow-up (or clarification) may be spoken: of reasonable length, said
+    to the student rather than about them, naming no expected keyword the student has not said;
+    a follow-up must also ask something (a question, or a request such as "Tell me more.")."""
     n = len(text.split())
-    return 2 <= n <= PROBE_MAX_WORDS and not leaks(text, avoid, synonyms)
+    if not 2 <= n <= PROBE_MAX_WORDS or _THIRD_PERSON.search(text):
+        return False
+    if kind == "followup" and not (text.endswith("?") or _REQUEST.match(text)):
+        return False
+    return not leaks(text, avoid, synonyms)
 
 
 ACK_SYSTEM = (
@@ -218,7 +237,7 @@ class Speaker:
         finally:
             await _close(stream)
         text = " ".join(text.split())
-        safe = usable_probe(text, say.avoid, question.synonyms)
+        safe = usable_probe(text, say.avoid, question.synonyms, say.kind)
         if not safe:
             PROBES_REPLACED.labels(say.kind).inc()
         _first_sentence(stages, started)
