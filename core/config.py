@@ -204,6 +204,9 @@ class TurnConfig(_Frozen):
 
 class VADConfig(_Frozen):
     backend: Literal["silero", "fake"] = "silero"
+    # Silero only: every session's chunks wait at most this long and run in one model call
+    # (0: each chunk at once, on its own). The wait is added to every VAD decision.
+    batch_ms: float = Field(0, ge=0, le=32)
 
 
 class ASRConfig(_Frozen):

@@ -139,6 +139,11 @@ class VADStream(Protocol):
         """Speech probability of one 512-sample chunk (cheap: called on the event loop)."""
         ...
 
+    async def probabilities(self, chunks: list[Audio]) -> list[float]:
+        """Each chunk's speech probability, in order; a backend may batch them with other
+        sessions' chunks (one model call for all)."""
+        ...
+
     def reset(self) -> None: ...
 
 

@@ -44,6 +44,9 @@ class FakeVADStream:
         rms = float(np.sqrt(np.mean(np.square(chunk, dtype=np.float64))) + 1e-12)
         return 0.95 if 20 * np.log10(rms) > self._threshold else 0.02
 
+    async def probabilities(self, chunks: list[Audio]) -> list[float]:
+        return [self.probability(c) for c in chunks]
+
 
 class FakeVAD:
     def __init__(self, threshold_dbfs: float = -40.0):

@@ -82,7 +82,7 @@ def _build_vad(cfg: ModelsConfig) -> VAD:
         return FakeVAD()
     from models.silero import SileroVAD
 
-    return SileroVAD()
+    return SileroVAD(batch_ms=cfg.vad.batch_ms)
 
 
 def _build_asr(cfg: ModelsConfig) -> ASR:

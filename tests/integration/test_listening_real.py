@@ -23,6 +23,7 @@ from db.queries.configuration import set_setting
 from db.setup import migrate_and_seed
 from db.tables import Answer, Evaluation, Session
 from models.hub import Hub
+from models.silero import SileroVAD
 from tests.db.helpers import API_KEY, AUTH, TOKEN_SECRET
 from tests.db.student import FRAME, Student, clip_pcm, silence
 from tests.integration.conftest import ROOT, clips
@@ -162,10 +163,13 @@ async def test_a_thinking_pause_keeps_the_whole_answer(
 @pytest.mark.asyncio(loop_scope="session")
 @pytest.mark.parametrize("empty_db_url", ["sqlite"], indirect=True)
 async def test_a_polite_dont_know_moves_on_at_once(
-    hub: Hub, empty_db_url: str, tmp_path: Any
+    hub: Hub, empty_db_url: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await migrate_and_seed(DatabaseConfig(url=empty_db_url, connect_attempts=1))
     cfg = _config(empty_db_url, tmp_path)
+    # The gpu profile's VAD, batched across sessions (models.vad.batch_ms): same turns.
+    batched = SileroVAD(batch_ms=8)
+    monkeypatch.setattr(hub, "vad", batched)
     async with TestClient(TestServer(build_app(cfg, hub=hub))) as client:
         student, _ = await _viva(client, [DONT_KNOW["file"]], until_question=2)
         await student.stop()
@@ -179,3 +183,4 @@ async def test_a_polite_dont_know_moves_on_at_once(
     assert MOVE_ON in said
     done = {e["response_id"]: e for e in student.of("response.done")}
     assert done[replies[1]["response_id"]]["latency_ms"] is not None
+    assert batched.batcher is not None and batched.batcher.calls > 0

@@ -184,7 +184,7 @@ class Conversation:
             except TimeoutError:
                 data = b""
             if data:
-                for event in self.listener.feed(pcm16_to_float(data)):
+                for event in await self.listener.hear(pcm16_to_float(data)):
                     await self._on_turn(event)
             if self.clock() - self._last_tick >= TICK_S:
                 self._last_tick = self.clock()

@@ -107,12 +107,27 @@ class Listener:
 
     def feed(self, pcm: Audio) -> list[TurnEvent]:
         """Push received audio; returns the turn events it caused, in order."""
+        chunks = self._split(pcm)
+        return self._advance(chunks, [self.vad.probability(c) for c in chunks])
+
+    async def hear(self, pcm: Audio) -> list[TurnEvent]:
+        """`feed`, with the VAD free to batch these chunks with other sessions' (the hub's
+        `vad_batch_ms`)."""
+        chunks = self._split(pcm)
+        return self._advance(chunks, await self.vad.probabilities(chunks) if chunks else [])
+
+    def _split(self, pcm: Audio) -> list[Audio]:
         self._pcm = np.concatenate([self._pcm, pcm]) if self._pcm.size else pcm
+        whole = len(self._pcm) // VAD_CHUNK * VAD_CHUNK
+        chunks = [self._pcm[i : i + VAD_CHUNK] for i in range(0, whole, VAD_CHUNK)]
+        self._pcm = self._pcm[whole:]
+        return chunks
+
+    def _advance(self, chunks: list[Audio], probabilities: list[float]) -> list[TurnEvent]:
         events: list[TurnEvent] = []
-        while len(self._pcm) >= VAD_CHUNK:
-            chunk, self._pcm = self._pcm[:VAD_CHUNK], self._pcm[VAD_CHUNK:]
+        for chunk, probability in zip(chunks, probabilities, strict=True):
             self._chunks.append(chunk)
-            for event in self.turns.push(self.vad.probability(chunk)):
+            for event in self.turns.push(probability):
                 self._on(event)
                 events.append(event)
             start = self.turns.speech_start_ms
