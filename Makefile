@@ -90,6 +90,7 @@ bench-capacity: venv models
 	$(BIN)/python benchmarks/capacity.py --profile cpu --sessions 1,2,3,4 --policy both \
 	  --json results/capacity_cpu.json
 	$(BIN)/python benchmarks/asr_batch.py --json results/asr_batch_cpu.json
+	$(BIN)/python benchmarks/vad_batch.py --json results/vad_batch_cpu.json
 
 bench-grading: venv models
 	$(BIN)/python benchmarks/grading.py --profile cpu --json results/grading_cpu.json
