@@ -182,6 +182,9 @@ class TurnConfig(_Frozen):
     eot_high: float = Field(0.7, ge=0, le=1)
     eot_low: float = Field(0.2, ge=0, le=1)
     eot_sure: float = Field(0.9, ge=0, le=1.01)  # answer before the last words are transcribed
+    # The model this sure after `sure_words` words that do not trail off: `sure_ms` (0: off).
+    sure_ms: int = Field(0, ge=0)
+    sure_words: int = Field(6, ge=0)
     min_answer_words: int = Field(14, ge=0)
     long_answer_words: int = Field(40, ge=1)
     coverage_done: float = Field(0.6, gt=0, le=1)

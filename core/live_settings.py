@@ -63,6 +63,12 @@ LIVE_SETTINGS: dict[str, tuple[str, str, Any, str]] = {
         "Pause after a complete-sounding but short answer",
     ),
     "turn_thinking_ms": ("turn.thinking_ms", "integer", None, "Pause after a hanging thought"),
+    "turn_sure_ms": (
+        "turn.sure_ms",
+        "integer",
+        None,
+        "Pause when the end-of-turn model is sure (0: off)",
+    ),
     "turn_max_wait_ms": ("turn.max_wait_ms", "integer", None, "Longest pause inside an answer"),
     "turn_commit_after_ms": (
         "turn.commit_after_ms",

@@ -84,6 +84,11 @@ class PolicySettings:
     # Sure enough to answer before the pause's last words are transcribed, when what was said
     # before them already makes a whole answer (above 1: never).
     eot_sure: float = 0.9
+    # A model that is this sure (eot_sure) of a finished turn, after an answer of at least
+    # `sure_words` words that does not trail off, ends it after `sure_ms` whatever the keywords
+    # (0: never; the answer must then be whole or wait `short_answer_ms`).
+    sure_ms: int = 0
+    sure_words: int = 6
     min_words: int = 14  # fewer words than this is short for a viva question...
     long_words: int = 40  # ...and this many is an answer whatever its keywords
     coverage_done: float = 0.6  # share of the expected keywords that makes an answer whole
@@ -138,10 +143,12 @@ class VivaPolicy:
         if trails_off(s.text) or s.eot < cfg.eot_low:
             return cfg.thinking_ms
         whole = self._whole(s.text, s.coverage)
+        words = len(_WORD.findall(s.text.lower()))
         if s.eot >= cfg.eot_high:
             if whole:
                 return cfg.fast_ms
-            words = len(_WORD.findall(s.text.lower()))
+            if cfg.sure_ms and s.eot >= cfg.eot_sure and words >= cfg.sure_words:
+                return cfg.sure_ms
             return cfg.unsure_ms if words >= cfg.min_words else cfg.short_answer_ms
         return cfg.unsure_ms if whole else cfg.short_answer_ms
 
@@ -166,6 +173,8 @@ def policy_for(cfg: TurnConfig) -> Policy:
             eot_high=cfg.eot_high,
             eot_low=cfg.eot_low,
             eot_sure=cfg.eot_sure,
+            sure_ms=cfg.sure_ms,
+            sure_words=cfg.sure_words,
             min_words=cfg.min_answer_words,
             long_words=cfg.long_answer_words,
             coverage_done=cfg.coverage_done,
