@@ -220,6 +220,9 @@ class ASRConfig(_Frozen):
     compute_type: str = "int8"
     language: str = "en"
     beam_size: int = Field(1, ge=1)
+    # Replicas of the model that transcribe at once (faster-whisper `num_workers`, one thread
+    # each); match models.scheduling.asr_slots.
+    workers: int = Field(1, ge=1, le=8)
 
 
 class LLMConfig(_Frozen):
@@ -265,12 +268,21 @@ class SchedulingConfig(_Frozen):
 
     policy: Literal["priority", "fifo"] = "priority"
     asr_slots: int = Field(1, ge=1)
+    # Of `asr_slots`, this many serve only work a student is waiting for (final transcriptions):
+    # it never queues behind a batch of speculation already on the model. 0: none.
+    asr_reserved: int = Field(0, ge=0)
     # Transcriptions run together in one batch (backends with `transcribe_batch`); 1: none.
     asr_batch: int = Field(1, ge=1, le=32)
     tts_slots: int = Field(1, ge=1)
     llm_slots: int = Field(16, ge=1)
     max_queue: int = Field(256, ge=1)
     age_after_s: float = Field(2.0, gt=0)
+
+    @model_validator(mode="after")
+    def _reserve_leaves_a_slot(self) -> SchedulingConfig:
+        if self.asr_reserved >= self.asr_slots:
+            raise ValueError("models.scheduling.asr_reserved must be below asr_slots")
+        return self
 
 
 class GPUSimConfig(_Frozen):
@@ -284,6 +296,9 @@ class GPUSimConfig(_Frozen):
     # others' (they ride along in the same encoder pass and decode steps).
     asr_batch_share: float = Field(0.3, ge=0, le=1)
     asr_slots: int = Field(1, ge=1)
+    # Requests sharing the device slow each other: each one running beside k others takes
+    # (1 + asr_overlap * k) times as long (0: slots as independent as separate GPUs).
+    asr_overlap: float = Field(0.5, ge=0)
     tts_fixed_ms: float = Field(20, ge=0)
     tts_ms_per_audio_s: float = Field(20, ge=0)
     tts_slots: int = Field(1, ge=1)

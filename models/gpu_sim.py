@@ -37,10 +37,12 @@ CHARS_PER_SPOKEN_S = 15.0  # English read aloud: ~150 words a minute
 
 
 class SimDevice:
-    """`slots` requests served at once; each holds a slot for its service time."""
+    """`slots` requests served at once; each holds a slot for its service time, stretched by
+    `overlap` for each request already running when it starts (requests on one GPU share it;
+    those already running are not slowed: an approximation)."""
 
-    def __init__(self, slots: int):
-        self.slots = slots
+    def __init__(self, slots: int, overlap: float = 0.0):
+        self.slots, self.overlap = slots, overlap
         self.busy = 0
         self._sem: asyncio.Semaphore | None = None
 
@@ -57,13 +59,13 @@ class SimDevice:
 
     async def serve(self, seconds: float) -> None:
         async with self.hold():
-            await asyncio.sleep(seconds)
+            await asyncio.sleep(seconds * (1 + self.overlap * (self.busy - 1)))
 
 
 class SimASR:
     def __init__(self, cfg: GPUSimConfig, transcript: str = "simulated transcript"):
         self.cfg, self.transcript = cfg, transcript
-        self.device = SimDevice(cfg.asr_slots)
+        self.device = SimDevice(cfg.asr_slots, cfg.asr_overlap)
         self.info = ModelInfo("asr", "gpu-sim-asr", "gpu_sim", "sim", "none", cfg.model_dump())
 
     async def transcribe(

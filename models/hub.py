@@ -97,7 +97,13 @@ def _build_asr(cfg: ModelsConfig) -> ASR:
     from models.weights import asr_dir
     from models.whisper import WhisperASR
 
-    return WhisperASR(asr_dir(cfg), cfg.asr.device, cfg.asr.compute_type, cfg.asr.beam_size)
+    return WhisperASR(
+        asr_dir(cfg),
+        cfg.asr.device,
+        cfg.asr.compute_type,
+        cfg.asr.beam_size,
+        workers=cfg.asr.workers,
+    )
 
 
 async def _build_llm(cfg: ModelsConfig) -> LLM:
@@ -182,18 +188,20 @@ async def _warm(hub: Hub) -> dict[str, float]:
 def _schedule(hub: Hub, cfg: SchedulingConfig) -> None:
     """Put ASR, TTS and the LLM behind their schedulers (after warm-up: nothing waits yet)."""
 
-    def make(name: str, slots: int) -> Scheduler:
+    def make(name: str, slots: int, reserved: int = 0) -> Scheduler:
         hub.schedulers[name] = Scheduler(
             name,
             slots,
             policy=cfg.policy,
             max_queue=cfg.max_queue,
             age_after_s=cfg.age_after_s,
+            reserved=reserved,
             on_wait=observe_wait,
         )
         return hub.schedulers[name]
 
-    hub.asr = ScheduledASR(hub.asr, make("asr", cfg.asr_slots), cfg.asr_batch)
+    asr = make("asr", cfg.asr_slots, cfg.asr_reserved)
+    hub.asr = ScheduledASR(hub.asr, asr, cfg.asr_batch)
     hub.tts = ScheduledTTS(hub.tts, make("tts", cfg.tts_slots))
     hub.llm = ScheduledLLM(hub.llm, make("llm", cfg.llm_slots))
 

@@ -10,7 +10,10 @@ simulated GPU's parallelism for `gpu-sim`). When more arrive, they wait here and
 - **dropping**: a request whose caller has given up (its task cancelled: a speculative
   transcription the answer outgrew, a reply cut by a barge-in) leaves the queue before it starts;
 - **a bound**: at most `max_queue` waiting; past it the worst waiter (or the newcomer, if it is
-  the worst) gets `QueueFull`, a typed `ModelError` its caller already handles.
+  the worst) gets `QueueFull`, a typed `ModelError` its caller already handles;
+- **reserved slots**: `reserved` of the slots serve only urgent work (`URGENT`: a student is
+  waiting for it), so a final transcription never queues behind a batch of speculation that
+  already holds the model (a GPU cannot stop a batch it has started).
 `policy="fifo"` keeps arrival order only (the behaviour before this scheduler, for comparison).
 
 Priority and session travel in context variables (`at_priority`, `for_session`), so the
@@ -46,6 +49,9 @@ class Priority(enum.IntEnum):
     SCORING = 5  # evaluation of an answer, off the voice path
 
 
+URGENT = Priority.FIRST_SPEECH  # this or better may use a reserved slot
+
+
 class QueueFull(ModelError):
     """The model's queue is full: this request was not started."""
 
@@ -56,9 +62,14 @@ class Request:
     turn-critical once the student has finished (`promote`), even while it waits."""
 
     priority: Priority
+    # Schedulers this request waits in: a promotion may let it into a reserved slot now.
+    waiting_in: list[Scheduler] = field(default_factory=list, repr=False, compare=False)
 
     def promote(self, priority: Priority) -> None:
-        self.priority = min(self.priority, priority)
+        if priority < self.priority:
+            self.priority = priority
+            for scheduler in list(self.waiting_in):
+                scheduler._grant()
 
 
 _request: contextvars.ContextVar[Request | None] = contextvars.ContextVar(
@@ -126,12 +137,16 @@ class Scheduler:
         policy: Policy = "priority",
         max_queue: int = 256,
         age_after_s: float = 2.0,
+        reserved: int = 0,
         clock: Callable[[], float] = time.monotonic,
         on_wait: Callable[[str, Priority, float], None] | None = None,
     ):
         if slots < 1 or max_queue < 1 or age_after_s <= 0:
             raise ValueError("slots and max_queue must be >= 1, age_after_s > 0")
+        if not 0 <= reserved < slots:
+            raise ValueError("reserved slots must leave at least one for any work")
         self.name, self.slots, self.policy = name, slots, policy
+        self.reserved = reserved if policy == "priority" else 0
         self.max_queue, self.age_after_s, self._clock = max_queue, age_after_s, clock
         self._on_wait = on_wait
         self._busy = 0
@@ -159,11 +174,13 @@ class Scheduler:
         if not isinstance(request, Request):
             request = Request(request)
         now = self._clock()
-        if self._busy < self.slots and not self._waiting:
+        if not self._waiting and self._busy < self._open_to(request.priority):
             self._start(request.priority, session, 0.0)
             return
         waiter = _Waiter(next(self._seq), request, session, now, _new_future())
         self._admit(waiter)
+        self._grant()  # a reserved slot may be free for it
+        request.waiting_in.append(self)
         try:
             await waiter.future
         except asyncio.CancelledError:
@@ -173,6 +190,9 @@ class Scheduler:
                 self._forget(waiter)
                 self.stats.dropped += 1
             raise
+        finally:
+            with contextlib.suppress(ValueError):
+                request.waiting_in.remove(self)
 
     def release(self) -> None:
         self._busy -= 1
@@ -202,16 +222,26 @@ class Scheduler:
         """Smaller starts first."""
         if self.policy == "fifo":
             return (w.seq,)
+        return (self._effective(w), self._served.get(w.session, 0), w.seq)
+
+    def _effective(self, w: _Waiter) -> int:
+        """The waiter's priority, one level better for every `age_after_s` it has waited."""
         aged = int((self._clock() - w.since) / self.age_after_s)
-        effective = max(int(Priority.TURN), int(w.request.priority) - aged)
-        return (effective, self._served.get(w.session, 0), w.seq)
+        return max(int(Priority.TURN), int(w.request.priority) - aged)
+
+    def _open_to(self, priority: Priority | int) -> int:
+        """How many slots work of this (effective) priority may fill."""
+        return self.slots if priority <= URGENT else self.slots - self.reserved
 
     def _grant(self) -> None:
         while self._busy < self.slots and self._waiting:
             best = heapq.nsmallest(1, self._waiting, key=self._rank)[0]
-            self._waiting.remove(best)
             if best.future.done():  # cancelled, or dropped for the bound
+                self._waiting.remove(best)
                 continue
+            if self._busy >= self._open_to(self._effective(best)):
+                return  # only reserved slots are free, and nothing urgent waits
+            self._waiting.remove(best)
             self._start(best.request.priority, best.session, self._clock() - best.since)
             best.future.set_result(None)
 

@@ -62,16 +62,21 @@ class WhisperASR:
         compute_type: str = "int8",
         beam_size: int = 1,
         cpu_threads: int = 0,
+        workers: int = 1,
     ):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from faster_whisper import WhisperModel
 
         check_model_dir(model_dir)
         self._model = WhisperModel(
-            str(model_dir), device=device, compute_type=compute_type, cpu_threads=cpu_threads
+            str(model_dir),
+            device=device,
+            compute_type=compute_type,
+            cpu_threads=cpu_threads,
+            num_workers=workers,  # replicas that transcribe at once, one executor thread each
         )
         self._beam = beam_size
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asr")
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="asr")
         self.info = ModelInfo(
             "asr",
             model_dir.name,

@@ -196,6 +196,49 @@ async def test_free_slots_start_at_once() -> None:
     await bench.drain()
 
 
+async def test_a_reserved_slot_waits_for_urgent_work() -> None:
+    sched = Scheduler("asr", 2, reserved=1, clock=Clock())
+    bench = Bench(sched)
+    bench.submit("spec1", P.SPECULATIVE)
+    bench.submit("spec2", P.SPECULATIVE)
+    await settle()
+    assert bench.order == ["spec1"]  # the second slot is kept free...
+    bench.submit("final", P.TURN)
+    await settle()
+    assert bench.order == ["spec1", "final"]  # ...for the student waiting: no queueing
+    await bench.finish("final")
+    assert bench.order == ["spec1", "final"]  # still kept free of speculation
+    await bench.finish("spec1")
+    assert bench.order == ["spec1", "final", "spec2"]
+    await bench.drain()
+
+
+async def test_promoted_work_takes_a_reserved_slot_at_once() -> None:
+    sched = Scheduler("asr", 2, reserved=1, clock=Clock())
+    bench = Bench(sched)
+    bench.submit("spec1", P.SPECULATIVE)
+    waiting = Request(P.SPECULATIVE)
+    bench.submit("spec2", waiting)
+    await settle()
+    assert bench.order == ["spec1"]
+    waiting.promote(P.TURN)  # the student finished: this transcription is the final one
+    await settle()
+    assert bench.order == ["spec1", "spec2"]
+    await bench.drain()
+
+
+async def test_fifo_reserves_nothing() -> None:
+    sched = Scheduler("asr", 2, policy="fifo", reserved=1, clock=Clock())
+    bench = Bench(sched)
+    bench.submit("spec1", P.SPECULATIVE)
+    bench.submit("spec2", P.SPECULATIVE)
+    await settle()
+    assert bench.order == ["spec1", "spec2"]
+    await bench.drain()
+
+
 def test_bad_settings() -> None:
     with pytest.raises(ValueError):
         Scheduler("asr", 0)
+    with pytest.raises(ValueError):
+        Scheduler("asr", 1, reserved=1)  # nothing left for speculation or scoring
