@@ -16,7 +16,14 @@ from typing import Any
 
 from benchmarks.latency_client import percentile
 from worker.voice.policy import Policy
-from worker.voice.turns import Paused, Resumed, SpeechStopped, TurnDetector, TurnSettings
+from worker.voice.turns import (
+    Paused,
+    Relisten,
+    Resumed,
+    SpeechStopped,
+    TurnDetector,
+    TurnSettings,
+)
 
 LABELS = ("mid_clause", "after_filler", "after_sentence")
 SHORT_PAUSE_MS = 1500
@@ -54,7 +61,9 @@ class PauseResult:
     asr_ms: float = 0.0
 
 
-Signals = Callable[[Paused, int], PauseResult]  # (the pause event, the answer's start ms)
+# (the pause event, or a relisten inside it; the answer's start ms). A relisten's result
+# carries only the end-of-turn model's answer.
+Signals = Callable[[Paused | Relisten, int], PauseResult]
 
 
 @dataclass(frozen=True)
@@ -82,9 +91,13 @@ def replay(
             elif which == "text" and result.text is not None:
                 detector.note_text(result.text, result.coverage)
         for event in detector.push(p):
-            if isinstance(event, Paused) and signals is not None:
+            if isinstance(event, Paused | Relisten) and signals is not None:
                 start = detector.speech_start_ms
-                result = signals(event, event.segment_start_ms if start is None else start)
+                if start is None:  # the answer ended in this very frame
+                    if isinstance(event, Relisten):
+                        continue
+                    start = event.segment_start_ms
+                result = signals(event, start)
                 now = detector.now_ms
                 pending += [
                     (now + result.eot_ms, "eot", result),

@@ -63,7 +63,7 @@ from core.config import Config, load_config  # noqa: E402
 from models.base import SAMPLE_RATE, VAD_CHUNK  # noqa: E402
 from worker.voice.listener import WINDOW_MS, coverage  # noqa: E402
 from worker.voice.policy import FixedSilence, Policy, SmartTurnOnly, policy_for  # noqa: E402
-from worker.voice.turns import Paused, TurnSettings  # noqa: E402
+from worker.voice.turns import Paused, Relisten, TurnSettings  # noqa: E402
 
 EXTRA_SILENCE_S = 2.0  # after each file: room for the 3 s fallback past its 3.5 s tail
 SEGMENT_PAD_MS = 96  # as worker/voice/listener.py: word edges the VAD called silence
@@ -103,6 +103,7 @@ def methods(cfg: Config, policy_eot_audio: str = "pause") -> list[Method]:
         min_speech_ms=t.min_speech_ms,
         speculative_ms=t.segment_pause_ms,
         max_wait_ms=t.max_wait_ms,
+        relisten_ms=t.relisten_ms,
     )
     if policy_eot_audio == "both":
         variants = [("policy", "pause"), ("policy_eot_segment", "segment")]
@@ -202,10 +203,13 @@ def signals_for(method: Method, models: Models | None, item: Item) -> Any:
         free_at[model] = done
         return done - now
 
-    def signals(event: Paused, answer_start: int) -> PauseResult:
+    def signals(event: Paused | Relisten, answer_start: int) -> PauseResult:
         assert models is not None
         now = event.at_ms + 32  # the frame that made the pause is in
         eot, eot_ms = None, 0.0
+        if isinstance(event, Relisten):  # the model again, through the pause so far
+            eot, eot_ms = models.eot_at(item, answer_start, now)
+            return PauseResult(eot=eot, eot_ms=queued("eot", now, eot_ms))
         if method.eot == "pause":  # Pipecat: the audio so far, the pause's first 200 ms included
             eot, eot_ms = models.eot_at(item, answer_start, now)
         elif (

@@ -174,6 +174,8 @@ class TurnConfig(_Frozen):
     end_silence_ms: int = Field(500, ge=32)
     # A pause this long closes a segment: it is transcribed and judged while the student pauses.
     segment_pause_ms: int = Field(128, ge=32)
+    # The end-of-turn model hears the pause again this far in (0: only at segment_pause_ms).
+    relisten_ms: int = Field(0, ge=0)
     fast_ms: int = Field(200, ge=0)  # every signal says the answer is complete
     unsure_ms: int = Field(1300, ge=0)
     short_answer_ms: int = Field(1500, ge=0)  # complete-sounding, but short for the question

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import numpy as np
@@ -38,3 +39,28 @@ async def test_an_unbroken_answer_is_cut_at_the_limit_of_received_audio() -> Non
     assert 3000 <= first.end_ms - first.start_ms <= 3000 + 64  # cut at 3 s of audio
     # The buffer is bounded too: what is kept since the cut, not the whole 10 s.
     assert len(listener._chunks) * 512 < 8 * SAMPLE_RATE
+
+
+async def test_a_long_pause_is_heard_again_with_more_silence() -> None:
+    """With `turn.relisten_ms`, the end-of-turn model hears a pause twice: at its start and
+    with that much silence; the detector keeps the later answer."""
+    heard: list[float] = []
+
+    def eot(audio: np.ndarray) -> float:
+        heard.append(len(audio) / SAMPLE_RATE)
+        return 0.05 if len(heard) == 1 else 0.9
+
+    cfg = replace_settings(
+        load_config(ROOT / "config.yaml", {}), {"turn.relisten_ms": 416, "turn.policy": "viva"}
+    )
+    hub = Hub(vad=FakeVAD(), asr=FakeASR(), llm=FakeLLM(), tts=FakeTTS(), eot=FakeEOT(eot))
+    listener = Listener(hub, cfg, lambda: None)
+    listener.feed(_tone(2.0))
+    listener.feed(np.zeros(SAMPLE_RATE // 5, np.float32))  # 200 ms: the pause's first question
+    await asyncio.sleep(0.01)
+    assert listener.turns.signals().eot == 0.05
+    listener.feed(np.zeros(SAMPLE_RATE // 4, np.float32))  # past 416 ms: asked again
+    await asyncio.sleep(0.01)
+    listener.close()
+    assert len(heard) == 2 and heard[1] > heard[0] + 0.25  # the second heard more silence
+    assert listener.turns.signals().eot == 0.9

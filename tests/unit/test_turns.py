@@ -7,6 +7,7 @@ from worker.voice.turns import (
     FRAME_MS,
     BargeIn,
     Paused,
+    Relisten,
     Resumed,
     SpeechStarted,
     SpeechStopped,
@@ -79,6 +80,24 @@ def test_a_pause_closes_a_segment_and_the_policy_decides_when_it_ends() -> None:
     events = run(det, [(0.0, 64)])
     stop = [e for e in events if isinstance(e, SpeechStopped)]
     assert stop and (stop[0].start_ms, stop[0].end_ms) == (0, 3680)
+
+
+def test_the_model_hears_a_long_pause_again_and_its_new_answer_counts() -> None:
+    policy = VivaPolicy(PolicySettings(fast_ms=192, thinking_ms=1600, max_ms=2400))
+    settings = TurnSettings(speculative_ms=128, min_speech_ms=96, relisten_ms=416)
+    det = TurnDetector(settings, policy)
+    events = run(det, [(0.9, 1600), (0.0, 160)])
+    assert [type(e) for e in events] == [SpeechStarted, Paused]
+    det.note_eot(0.05)  # 128 ms of silence: the model hears an unfinished turn
+    det.note_text("Insulin is made by the beta cells of the pancreas.", 1.0)
+    events = run(det, [(0.0, 256)])
+    assert [type(e) for e in events] == [Relisten]  # once, at 416 ms into the pause
+    det.note_eot(0.9)  # with more silence: finished, and the answer is whole
+    events = run(det, [(0.0, 32)])
+    assert [type(e) for e in events] == [SpeechStopped]  # not thinking_ms later
+    # A pause that ends before relisten_ms is not heard again; each pause relistens once.
+    events = run(det, [(0.9, 640), (0.0, 320), (0.9, 640), (0.0, 1600)])
+    assert [type(e) for e in events].count(Relisten) == 1
 
 
 def test_without_signals_the_hard_maximum_ends_the_answer() -> None:

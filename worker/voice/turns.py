@@ -6,6 +6,9 @@ Events out:
 - `Paused` when a pause inside speech reaches `speculative_ms`: the segment of speech it closes
   is complete, so the caller transcribes it (and keeps the text: a pause does not end the answer)
   and asks the end-of-turn model about it, then reports back with `note_eot` / `note_text`;
+- `Relisten` once per pause when it reaches `relisten_ms` (0: never): the caller asks the
+  end-of-turn model again, now with that much silence heard (it says "finished" far more often
+  at true ends with 300-500 ms of silence than with 128 ms), and reports back with `note_eot`;
 - `Resumed` when speech comes back during that pause (the next segment starts);
 - `SpeechStopped` when the pause has lasted as long as the policy asks, given what is known by
   then (`worker/voice/policy.py`; without a policy, a fixed `end_silence_ms`), or the hard maximum;
@@ -35,6 +38,11 @@ class Paused:
 
 
 @dataclass(frozen=True)
+class Relisten:
+    at_ms: int
+
+
+@dataclass(frozen=True)
 class Resumed:
     at_ms: int
 
@@ -50,7 +58,7 @@ class BargeIn:
     at_ms: int
 
 
-TurnEvent = SpeechStarted | Paused | Resumed | SpeechStopped | BargeIn
+TurnEvent = SpeechStarted | Paused | Relisten | Resumed | SpeechStopped | BargeIn
 
 
 @dataclass(frozen=True)
@@ -62,6 +70,7 @@ class TurnSettings:
     min_interrupt_ms: int = 300
     echo_guard_ms: int = 200
     max_wait_ms: int = 3000  # no pause inside an answer is waited out longer than this
+    relisten_ms: int = 0  # the end-of-turn model hears the pause again this far in (0: never)
 
 
 class TurnDetector:
@@ -76,6 +85,7 @@ class TurnDetector:
         self._speech_start: int | None = None  # start of the confirmed answer
         self._silence_from: int | None = None
         self._paused = False
+        self._relistened = False
         self._segment_start: int | None = None
         self._voiced_ms = 0  # voiced time of the answer in progress
         self._eot: float | None = None  # what is known about the current pause
@@ -148,7 +158,7 @@ class TurnDetector:
         self._forget_pause()
 
     def _forget_pause(self) -> None:
-        self._paused = False
+        self._paused = self._relistened = False
         self._eot = self._text = self._coverage = None
 
     def push(self, probability: float) -> list[TurnEvent]:
@@ -197,6 +207,9 @@ class TurnDetector:
             self._paused = True
             segment_start = self._segment_start if self._segment_start is not None else t
             events.append(Paused(t, segment_start, self._silence_from))
+        elif self._paused and not self._relistened and 0 < self.s.relisten_ms <= silent_ms:
+            self._relistened = True
+            events.append(Relisten(t))
         if silent_ms >= min(self.policy.wait_ms(self.signals()), self.s.max_wait_ms):
             events.append(SpeechStopped(self._speech_start, self._silence_from))
             self.reset()
