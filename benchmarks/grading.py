@@ -51,6 +51,7 @@ from models.base import LLM  # noqa: E402
 from worker.exam.evaluators import Question, evaluate, keyword_score  # noqa: E402
 from worker.exam.flow import Say  # noqa: E402
 from worker.exam.probes import leaks, probe  # noqa: E402
+from worker.service.records import question_from_seed  # noqa: E402
 
 SET = ROOT / "benchmarks" / "data" / "grading_set.yaml"
 MAX = 10
@@ -60,15 +61,7 @@ def questions() -> dict[tuple[str, str, int], Question]:
     out = {}
     for i, row in enumerate(load_banks()):
         key = (row["college_type"], row["scenario_id"], int(row["question_number"]))
-        out[key] = Question(
-            i + 1,
-            key[2],
-            row["question_text"],
-            tuple(row.get("expected_keywords") or ()),
-            row.get("answer_guidelines") or "",
-            MAX,
-            {k: tuple(v) for k, v in (row.get("keyword_synonyms") or {}).items()},
-        )
+        out[key] = question_from_seed(row, i + 1, MAX)
     return out
 
 

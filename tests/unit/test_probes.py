@@ -17,6 +17,7 @@ from models.fakes import FakeLLM, FakeTTS
 from worker.exam.evaluators import Question, stem, words
 from worker.exam.flow import Evaluate, ExamFlow, Say
 from worker.exam.probes import SAFE_PROBES, leaks, probe
+from worker.service.records import question_from_seed
 from worker.voice.speaker import PromptCache, Speaker, usable_probe
 
 FILLER = [
@@ -38,18 +39,7 @@ FILLER = [
 
 
 def bank_questions() -> list[Question]:
-    return [
-        Question(
-            i,
-            int(row["question_number"]),
-            row["question_text"],
-            tuple(row["expected_keywords"]),
-            row.get("answer_guidelines") or "",
-            10,
-            {k: tuple(v) for k, v in (row.get("keyword_synonyms") or {}).items()},
-        )
-        for i, row in enumerate(load_banks())
-    ]
+    return [question_from_seed(row, i, 10) for i, row in enumerate(load_banks())]
 
 
 def names(text: str, keyword: str) -> bool:

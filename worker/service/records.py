@@ -3,6 +3,7 @@ exam's `Question`, and a stored session as the JSON the sessions API and the Run
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import select
@@ -72,6 +73,14 @@ def question_from_row(row: QuestionBank, max_score: int) -> Question:
         max_score,
         synonyms_of(row),
     )
+
+
+def question_from_seed(row: Mapping[str, Any], id: int, max_score: int) -> Question:
+    """A question bank seed row (db/seed_data, as `db.seed.load_banks` reads it) as the exam
+    would ask it once seeded: the same conversion as a stored row's."""
+    columns = {c.key for c in QuestionBank.__table__.columns}
+    bank = QuestionBank(**{k: v for k, v in row.items() if k in columns}, id=id)
+    return question_from_row(bank, max_score)
 
 
 def synonyms_of(row: QuestionBank) -> dict[str, tuple[str, ...]]:
