@@ -44,7 +44,7 @@ typecheck: venv
 
 # The browser tests drive Debian's chromium (installed here when missing).
 chromium:
-	bash scripts/ensure_chromium.sh
+	bash scripts/ensure_package.sh chromium $${CHROMIUM:-/usr/bin/chromium}
 
 pytest: venv models chromium
 	$(BIN)/python -m pytest -q
@@ -79,6 +79,7 @@ bench-soak-cpu: venv models
 # End of turn: the labelled set (scripts/make_turn_set.py, made into .cache/turn_set on first use)
 # replayed through the real VAD, Smart Turn and the turn policy; cut-offs against delay.
 bench-turns: venv models
+	bash scripts/ensure_package.sh espeak-ng espeak-ng
 	$(BIN)/python benchmarks/turns.py --json results/turns_cpu.json
 
 bench-models: venv models

@@ -126,7 +126,7 @@ def _wait_ready(worker: Worker, deadline: float) -> None:
 def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
     """The real cpu-profile worker (Silero, faster-whisper, vLLM, Piper) on a fresh SQLite file."""
     if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: run scripts/ensure_chromium.sh")
+        pytest.fail(f"{CHROMIUM} is missing: run scripts/ensure_package.sh chromium {CHROMIUM}")
     tmp = tmp_path_factory.mktemp("browser_worker")
     db_path = tmp / "viva.db"
     db_url = f"sqlite+aiosqlite:///{db_path}"
