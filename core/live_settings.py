@@ -69,6 +69,12 @@ LIVE_SETTINGS: dict[str, tuple[str, str, Any, str]] = {
         None,
         "Pause when the end-of-turn model is sure (0: off)",
     ),
+    "turn_relisten_ms": (
+        "turn.relisten_ms",
+        "integer",
+        None,
+        "Ask the end-of-turn model again this far into a pause (0: off)",
+    ),
     "turn_max_wait_ms": ("turn.max_wait_ms", "integer", None, "Longest pause inside an answer"),
     "turn_commit_after_ms": (
         "turn.commit_after_ms",

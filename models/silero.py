@@ -54,10 +54,10 @@ class SileroStream:
         return float(self._vad.run([self], [chunk])[0])
 
     async def probabilities(self, chunks: list[Audio]) -> list[float]:
-        for chunk in chunks:
-            _check(chunk)
         if self._vad.batcher is None:
-            return [float(self._vad.run([self], [c])[0]) for c in chunks]
+            return [self.probability(c) for c in chunks]
+        for chunk in chunks:
+            _check(chunk)  # before any joins a batch: a bad chunk fails its caller only
         return await self._vad.batcher.submit(self, chunks)
 
 

@@ -63,6 +63,17 @@ def test_a_complete_first_sentence_short_for_the_question_is_given_time() -> Non
     assert S.short_answer_ms >= 1500  # a 900 ms thinking pause is waited out with room
 
 
+def test_a_sure_model_ends_a_short_answer_when_the_sure_path_is_on() -> None:
+    first = "Insulin is made by the beta cells of the pancreas."
+    sure = VivaPolicy(PolicySettings(sure_ms=400, eot_sure=0.9, sure_words=6))
+    assert sure.wait_ms(PauseSignals(200, 3000, 0.95, first, 0.25)) == 400
+    # Not sure enough, too few words, or trailing off: the usual waits.
+    assert sure.wait_ms(PauseSignals(200, 3000, 0.8, first, 0.25)) == S.short_answer_ms
+    assert sure.wait_ms(PauseSignals(200, 3000, 0.95, "Beta cells.", 0.25)) == S.short_answer_ms
+    assert sure.wait_ms(PauseSignals(200, 3000, 0.95, first[:-1] + " and", 0.25)) == S.thinking_ms
+    assert wait(0.95, first, 0.25) == S.short_answer_ms  # off by default
+
+
 def test_in_between_signals_get_a_middling_wait() -> None:
     text = "Every contract needs an offer, acceptance and consideration."
     assert wait(0.5, text, 1.0) == S.unsure_ms
