@@ -247,6 +247,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
     items = load_set(args.set, args.limit)
     manifest_sha = hashlib.sha256((args.set / "manifest.json").read_bytes()).hexdigest()
+    # The signals depend on the set and on how the ASR runs (its window, its model).
+    asr_params = json.dumps(cfg.models.asr.model_dump(), sort_keys=True)
+    manifest_sha = hashlib.sha256(f"{manifest_sha} {asr_params}".encode()).hexdigest()
     cache = args.set / "signals_cache.json"
     every = methods(cfg, args.policy_eot_audio)
     chosen = [m for m in every if not args.methods or m.name in args.methods]

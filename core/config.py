@@ -225,6 +225,9 @@ class ASRConfig(_Frozen):
     # Replicas of the model that transcribe at once (faster-whisper `num_workers`, one thread
     # each); match models.scheduling.asr_slots.
     workers: int = Field(1, ge=1, le=8)
+    # Whisper hears the audio plus this much silence instead of a whole 30 s window (0: the
+    # whole window, as it was trained); degenerate results are redone the standard way.
+    pad_seconds: float = Field(0, ge=0, le=30)
 
 
 class LLMConfig(_Frozen):

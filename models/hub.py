@@ -103,6 +103,7 @@ def _build_asr(cfg: ModelsConfig) -> ASR:
         cfg.asr.compute_type,
         cfg.asr.beam_size,
         workers=cfg.asr.workers,
+        pad_s=cfg.asr.pad_seconds,
     )
 
 

@@ -2,8 +2,16 @@
 directory on cuda for the gpu profile. Same code path; device and weights come from config.
 
 Transcription runs in this model's own single-thread executor so the event loop never blocks and
-calls queue in order; `beam_size` 1 and no VAD filter keep a 3 s answer near 300 ms on 2 cores,
-cheap enough to call again on a growing buffer while the student pauses.
+calls queue in order; `beam_size` 1 and no VAD filter keep it cheap enough to call again on a
+growing buffer while the student pauses.
+
+Whisper pads every input to a 30 s window, and on two CPU cores encoding that window is most of
+a short answer's cost (tiny.en: ~300 ms of the ~410 ms for a 5 s answer, whatever its length).
+With `pad_s` > 0 the encoder hears the audio plus `pad_s` of silence instead (CTranslate2 takes
+fewer than 3000 frames): ~60 ms for the same answer, the same words on the committed clips and
+the turn set (README, "Models"). A result that looks degenerate (repetition, very low
+confidence, a decode that ran to its length limit) is transcribed again the standard way, whole
+window and temperature fallback, so a short window never costs more than one extra pass.
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import zlib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -32,6 +41,30 @@ from models.base import (
 REQUIRED_FILES = ("model.bin", "config.json", "tokenizer.json")
 HOP = 160  # samples per feature frame at 16 kHz
 BATCH_FRAMES = 3000  # one Whisper window: 30 s
+FRAMES_PER_S = SAMPLE_RATE // HOP
+# faster-whisper's own thresholds for a decode to be tried again (its temperature fallback).
+MAX_COMPRESSION = 2.4
+MIN_LOGPROB = -1.0
+# A short window's decode may emit at most this many tokens per second of audio (plus a few):
+# speech runs at 3-5 tokens a second; a decode looping on noise is stopped early and redone.
+TOKENS_PER_S, TOKENS_BASE = 12, 16
+
+
+def window_frames(seconds: float, pad_s: float) -> int:
+    """Encoder frames for `seconds` of audio: the audio plus `pad_s` of silence, in whole
+    seconds, at most one Whisper window; `pad_s` 0 is the whole window, as Whisper was trained."""
+    if pad_s <= 0:
+        return BATCH_FRAMES
+    return min(BATCH_FRAMES, math.ceil(seconds + pad_s) * FRAMES_PER_S)
+
+
+def degenerate(text: str, avg_logprob: float, tokens: int, max_tokens: int) -> bool:
+    """A decode faster-whisper would have retried (looping or unsure), or one cut at its limit."""
+    if tokens >= max_tokens:
+        return True
+    if text and len(text.encode()) / len(zlib.compress(text.encode())) > MAX_COMPRESSION:
+        return True
+    return bool(text) and avg_logprob < MIN_LOGPROB
 
 
 def tiny_en_path() -> Path:
@@ -63,6 +96,7 @@ class WhisperASR:
         beam_size: int = 1,
         cpu_threads: int = 0,
         workers: int = 1,
+        pad_s: float = 0.0,
     ):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from faster_whisper import WhisperModel
@@ -76,6 +110,8 @@ class WhisperASR:
             num_workers=workers,  # replicas that transcribe at once, one executor thread each
         )
         self._beam = beam_size
+        self._pad_s = pad_s
+        self.redone = 0  # short-window decodes transcribed again whole (degenerate)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="asr")
         self.info = ModelInfo(
             "asr",
@@ -83,10 +119,16 @@ class WhisperASR:
             "faster_whisper",
             device,
             str(model_dir),
-            {"compute_type": compute_type, "beam_size": beam_size},
+            {"compute_type": compute_type, "beam_size": beam_size, "pad_s": pad_s},
         )
 
     def _run(self, audio: Audio, language: str, prompt: str | None) -> Transcript:
+        if self._pad_s > 0 and len(audio) <= BATCH_FRAMES * HOP:
+            return self._run_batch([audio], language, [prompt])[0]
+        return self._run_whole(audio, language, prompt)
+
+    def _run_whole(self, audio: Audio, language: str, prompt: str | None) -> Transcript:
+        """faster-whisper's own transcription: 30 s windows, temperature fallback."""
         segments, info = self._model.transcribe(
             audio,
             language=language,
@@ -111,8 +153,10 @@ class WhisperASR:
         self, audios: Sequence[Audio], language: str, prompts: Sequence[str | None]
     ) -> list[Transcript]:
         """Several answers (each at most 30 s) through one encoder pass and one batched
-        CTranslate2 `generate`, greedy at temperature 0 as `_run` is when it needs no fallback:
-        the same prompt layout, suppressed tokens and feature frames as faster-whisper's own."""
+        CTranslate2 `generate`, greedy at temperature 0 as `_run_whole` is when it needs no
+        fallback: the same prompt layout, suppressed tokens and feature frames as
+        faster-whisper's own; the window is the longest answer's (`window_frames`). An answer
+        whose decode looks degenerate is transcribed again by `_run_whole`."""
         from faster_whisper.audio import pad_or_trim
         from faster_whisper.tokenizer import Tokenizer
         from faster_whisper.transcribe import get_suppressed_tokens
@@ -125,10 +169,17 @@ class WhisperASR:
             task="transcribe",
             language=language if multilingual else "en",
         )
+        window = max(window_frames(len(a) / SAMPLE_RATE, self._pad_s) for a in audios)
+        # A whole window may hold any number of words; a short one bounds its decode.
+        new_tokens = m.max_length
+        if window < BATCH_FRAMES:
+            longest = max(len(a) for a in audios) / SAMPLE_RATE
+            new_tokens = TOKENS_BASE + math.ceil(TOKENS_PER_S * longest)
         frames = []
         for audio in audios:
             features = m.feature_extractor(audio)
-            frames.append(pad_or_trim(features[:, : min(features.shape[-1] - 1, BATCH_FRAMES)]))
+            usable = features[:, : min(features.shape[-1] - 1, BATCH_FRAMES)]
+            frames.append(pad_or_trim(usable, window))
         token_prompts = [
             m.get_prompt(
                 tokenizer,
@@ -143,13 +194,17 @@ class WhisperASR:
         for i, tokens in enumerate(token_prompts):
             groups.setdefault(len(tokens), []).append(i)
         results: list[Any] = [None] * len(audios)
-        for members in groups.values():
+        limits = [0] * len(audios)  # tokens each decode could emit: reaching it is a cut
+        for length, members in groups.items():
+            max_length = min(m.max_length, length + new_tokens)  # CTranslate2 counts the prompt
+            for i in members:
+                limits[i] = max_length - length
             encoded = m.encode(np.stack([frames[i] for i in members]))
             generated = m.model.generate(
                 encoded,
                 [token_prompts[i] for i in members],
                 beam_size=self._beam,
-                max_length=m.max_length,
+                max_length=max_length,
                 return_scores=True,
                 suppress_blank=True,
                 suppress_tokens=get_suppressed_tokens(tokenizer, [-1]),
@@ -157,11 +212,15 @@ class WhisperASR:
             for i, result in zip(members, generated, strict=True):
                 results[i] = result
         out = []
-        for audio, result in zip(audios, results, strict=True):
+        for audio, prompt, result, limit in zip(audios, prompts, results, limits, strict=True):
             tokens = result.sequences_ids[0]
             text = tokenizer.decode(tokens).strip()
             # faster-whisper's avg_logprob: the sum of log-probabilities over (length + 1).
             logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
+            if degenerate(text, logprob, len(tokens), limit):
+                self.redone += 1
+                out.append(self._run_whole(audio, language, prompt))
+                continue
             duration = len(audio) / SAMPLE_RATE
             segments = (Segment(0.0, duration, text),) if text else ()
             out.append(

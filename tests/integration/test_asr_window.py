@@ -1,0 +1,51 @@
+"""Whisper on a short window (audio + `pad_s` of silence) hears what the whole window hears,
+and a decode that looks degenerate is transcribed again the standard way."""
+
+from __future__ import annotations
+
+import pytest
+
+import models.whisper as whisper
+from models.whisper import WhisperASR, tiny_en_path
+from tests.integration.conftest import CLIPS, clips, read_wav
+from tests.integration.wer import wer
+
+
+@pytest.fixture(scope="module")
+def speech() -> list[tuple]:
+    return [(read_wav(CLIPS / c["file"]), c["text"]) for c in clips("speech")]
+
+
+async def test_short_window_words_match_the_whole_window(speech: list[tuple]) -> None:
+    whole, short = WhisperASR(tiny_en_path()), WhisperASR(tiny_en_path(), pad_s=3)
+    try:
+        refs = [text for _a, text in speech]
+        by_whole = [(await whole.transcribe(a)).text for a, _t in speech]
+        by_short = [(await short.transcribe(a)).text for a, _t in speech]
+        assert wer(refs, by_short) <= wer(refs, by_whole) + 0.01
+        assert wer(by_whole, by_short) <= 0.02
+        batched = await short.transcribe_batch([a for a, _t in speech[:4]])
+        assert wer(refs[:4], [t.text for t in batched]) <= 0.05
+        # Noise holds no words: whatever comes back, it is short and nothing breaks.
+        noise = await short.transcribe(read_wav(CLIPS / "noise_2s.wav"))
+        assert len(noise.text.split()) <= 3
+    finally:
+        whole.close()
+        short.close()
+
+
+async def test_a_degenerate_decode_is_redone_whole(
+    speech: list[tuple], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    whole, short = WhisperASR(tiny_en_path()), WhisperASR(tiny_en_path(), pad_s=3)
+    try:
+        audio, _text = speech[1]
+        expected = (await whole.transcribe(audio)).text
+        monkeypatch.setattr(whisper, "degenerate", lambda *_args: True)
+        redone = await short.transcribe(audio)
+        assert redone.text == expected and short.redone == 1
+        several = await short.transcribe_batch([audio, speech[2][0]])
+        assert several[0].text == expected and short.redone == 3
+    finally:
+        whole.close()
+        short.close()
