@@ -10,7 +10,9 @@ item by item so they share the machine's noise:
 - `clips`: the committed speech clips, against the text they speak;
 - `answers`: the turn set's answers (scripts/make_turn_set.py) whole, against their text;
 - `windows`: what the listener transcribes at each labelled pause (the answer up to that pause,
-  as the first window of an answer is), against the whole window's transcript of it (pad 0).
+  as the first window of an answer is), against the start of the answer's text that is closest
+  to what was heard (the set keeps no text per pause), and against the whole window's
+  transcript of it (`agreement_wer`).
 It reports, per pad and part, the median and p95 time per call, the word error rate (errors
 over reference words, pooled) and how many decodes were redone whole because they looked
 degenerate. Measure with nothing else running.
@@ -55,18 +57,31 @@ def turn_set_items(folder: Path, limit: int | None) -> tuple[list[tuple], list[t
         for pause in entry["pauses"]:
             cut = int((pause["start_ms"] + PAD_MS) * 16)
             if (cut - first) / 16000 <= 30:
-                windows.append((f"{entry['file']}@{pause['start_ms']}", pcm[first:cut], None))
+                windows.append(
+                    (f"{entry['file']}@{pause['start_ms']}", pcm[first:cut], entry["text"])
+                )
     return answers, windows
 
 
-def summary(times: list[float], refs: list[str], hyps: list[str], redone: int) -> dict[str, Any]:
+def prefix_of(text: str, heard: str) -> str:
+    """The start of `text` closest to what was heard (fewest word errors)."""
+    ref, hyp = words(text), words(heard)
+    best = min(range(len(ref) + 1), key=lambda k: (edit_distance(ref[:k], hyp), -k))
+    return " ".join(ref[:best])
+
+
+def pooled_wer(refs: list[str], hyps: list[str]) -> float:
     errors = sum(edit_distance(words(r), words(h)) for r, h in zip(refs, hyps, strict=True))
+    return round(errors / max(1, sum(len(words(r)) for r in refs)), 4)
+
+
+def summary(times: list[float], refs: list[str], hyps: list[str], redone: int) -> dict[str, Any]:
     ordered = sorted(times)
     return {
         "calls": len(times),
         "ms_p50": round(statistics.median(times) * 1000, 1),
         "ms_p95": round(ordered[int(0.95 * (len(ordered) - 1))] * 1000, 1),
-        "wer": round(errors / max(1, sum(len(words(r)) for r in refs)), 4),
+        "wer": pooled_wer(refs, hyps),
         "redone": redone,
     }
 
@@ -98,15 +113,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     transcript = await asrs[pad].transcribe(audio)
                     got[pad]["t"].append(time.perf_counter() - started)
                     got[pad]["text"].append(transcript.text)
-            whole = got[0.0]["text"]  # the reference of a window without a text of its own
             for pad in args.pads:
-                refs = [
-                    ref if ref is not None else whole[k] for k, (_n, _a, ref) in enumerate(items)
-                ]
+                refs = [ref for _n, _a, ref in items]
+                heard = got[pad]["text"]
+                if part == "windows":
+                    refs = [prefix_of(ref, h) for ref, h in zip(refs, heard, strict=True)]
                 row: dict[str, Any] = {"part": part, "pad_s": pad}
-                row.update(
-                    summary(got[pad]["t"], refs, got[pad]["text"], asrs[pad].redone - before[pad])
-                )
+                row.update(summary(got[pad]["t"], refs, heard, asrs[pad].redone - before[pad]))
+                row["agreement_wer"] = pooled_wer(got[0.0]["text"], heard)
                 rows.append(row)
                 print(row, flush=True)
     finally:
@@ -126,11 +140,14 @@ def main(argv: list[str] | None = None) -> int:
     if 0.0 not in args.pads:
         parser.error("--pads must include 0: the windows are judged against the whole window")
     result = asyncio.run(run(args))
-    print(f"{'part':>8} {'pad s':>5} {'calls':>5} {'p50 ms':>7} {'p95 ms':>7} {'WER':>6} redone")
+    print(
+        f"{'part':>8} {'pad s':>5} {'calls':>5} {'p50 ms':>7} {'p95 ms':>7} {'WER':>6} "
+        "vs-whole redone"
+    )
     for r in result["rows"]:
         print(
             f"{r['part']:>8} {r['pad_s']:>5} {r['calls']:>5} {r['ms_p50']:>7} {r['ms_p95']:>7} "
-            f"{r['wer']:>6} {r['redone']}"
+            f"{r['wer']:>6} {r['agreement_wer']:>8} {r['redone']}"
         )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
