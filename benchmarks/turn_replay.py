@@ -48,6 +48,9 @@ class Answer:
     name: str
     pauses: tuple[Pause, ...]
     true_end_ms: int
+    # What was said (the script, not a transcript) is a whole answer to its question: it names
+    # enough of the expected keywords, or is long (the policy's own test, on the true words).
+    complete: bool = False
 
 
 @dataclass(frozen=True)
@@ -150,6 +153,7 @@ class Summary:
     answers_cut: int = 0  # answers with any premature end, labelled or not
     unlabelled_cuts: int = 0
     delays: list[float] = field(default_factory=list)
+    complete_delays: list[float] = field(default_factory=list)
     never_ended: int = 0
 
 
@@ -173,6 +177,8 @@ def summarize(answers: Sequence[Answer], outcomes: Sequence[Outcome]) -> dict[st
             s.never_ended += 1
         else:
             s.delays.append(outcome.delay_ms)
+            if answer.complete:
+                s.complete_delays.append(outcome.delay_ms)
     return {
         "false_cutoff_rate": _rate(s.cuts, s.pauses),
         "false_cutoff_rate_by_label": {
@@ -184,6 +190,15 @@ def summarize(answers: Sequence[Answer], outcomes: Sequence[Outcome]) -> dict[st
         "eot_delay_ms": {
             q: None if (v := percentile(s.delays, n)) is None else round(v, 1)
             for q, n in (("p50", 50), ("p95", 95))
+        },
+        # the same on the true ends of whole answers only: how long a student who has fully
+        # answered waits
+        "eot_delay_ms_complete": {
+            **{
+                q: None if (v := percentile(s.complete_delays, n)) is None else round(v, 1)
+                for q, n in (("p50", 50), ("p95", 95))
+            },
+            "answers": len(s.complete_delays),
         },
         "never_ended": s.never_ended,
         "pauses": s.pauses,

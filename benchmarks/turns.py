@@ -33,6 +33,7 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -59,7 +60,7 @@ from benchmarks.turn_replay import (  # noqa: E402
     score,
     summarize,
 )
-from core.config import Config, load_config  # noqa: E402
+from core.config import Config, TurnConfig, load_config  # noqa: E402
 from models.base import SAMPLE_RATE, VAD_CHUNK  # noqa: E402
 from worker.voice.listener import WINDOW_MS, coverage  # noqa: E402
 from worker.voice.policy import FixedSilence, Policy, SmartTurnOnly, policy_for  # noqa: E402
@@ -114,7 +115,7 @@ def methods(cfg: Config, policy_eot_audio: str = "pause") -> list[Method]:
     return out
 
 
-def load_set(folder: Path, limit: int | None) -> list[Item]:
+def load_set(folder: Path, limit: int | None, turn: TurnConfig) -> list[Item]:
     from models.silero import SileroVAD
 
     vad = SileroVAD()
@@ -129,7 +130,10 @@ def load_set(folder: Path, limit: int | None) -> list[Item]:
         n = len(audio) // VAD_CHUNK
         probs = [stream.probability(audio[i * VAD_CHUNK : (i + 1) * VAD_CHUNK]) for i in range(n)]
         pauses = tuple(Pause(p["start_ms"], p["end_ms"], p["label"]) for p in e["pauses"])
-        answer = Answer(e["file"], pauses, e["true_end_ms"])
+        said = coverage(e["text"], e["expected_keywords"])
+        words = len(re.findall(r"[a-z']+", e["text"].lower()))
+        complete = (said or 0) >= turn.coverage_done or words >= turn.long_answer_words
+        answer = Answer(e["file"], pauses, e["true_end_ms"], complete)
         items.append(Item(answer, audio, probs, tuple(e["expected_keywords"]), e))
     return items
 
@@ -245,7 +249,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             [sys.executable, str(ROOT / "scripts" / "make_turn_set.py"), "--out", str(args.set)],
             check=True,
         )
-    items = load_set(args.set, args.limit)
+    items = load_set(args.set, args.limit, cfg.turn)
     manifest_sha = hashlib.sha256((args.set / "manifest.json").read_bytes()).hexdigest()
     # The signals depend on the set and on how the ASR runs (its window, its model).
     asr_params = json.dumps(cfg.models.asr.model_dump(), sort_keys=True)
@@ -313,7 +317,7 @@ def pct(rate: float | None) -> str:
 
 def table(result: dict[str, Any]) -> str:
     head = f"{'method':<17}{'cut-off':>9}{'<=1.5s':>8}" + "".join(f"{lb[:12]:>14}" for lb in LABELS)
-    head += f"{'answers cut':>13}{'p50 ms':>9}{'p95 ms':>9}{'no end':>8}"
+    head += f"{'answers cut':>13}{'p50 ms':>9}{'p95 ms':>9}{'whole p50':>10}{'no end':>8}"
     lines = [head]
     for name, m in result.items():
         if name in ("set", "signals"):
@@ -323,7 +327,8 @@ def table(result: dict[str, Any]) -> str:
             f"{name:<17}{pct(m['false_cutoff_rate']):>9}{pct(m['false_cutoff_rate_le_1500ms']):>8}"
             + "".join(f"{pct(by[lb]):>14}" for lb in LABELS)
             + f"{pct(m['answers_cut_rate']):>13}{m['eot_delay_ms']['p50'] or '-':>9}"
-            f"{m['eot_delay_ms']['p95'] or '-':>9}{m['never_ended']:>8}"
+            f"{m['eot_delay_ms']['p95'] or '-':>9}"
+            f"{m['eot_delay_ms_complete']['p50'] or '-':>10}{m['never_ended']:>8}"
         )
     return "\n".join(lines)
 

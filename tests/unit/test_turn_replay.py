@@ -109,6 +109,16 @@ def test_scoring_counts_labels_short_pauses_unlabelled_cuts_and_missed_ends() ->
     assert figures["answers_cut_rate"] == 1.0 and figures["unlabelled_cuts"] == 1
     assert figures["eot_delay_ms"] == {"p50": 400.0, "p95": 400.0}
     assert figures["never_ended"] == 1 and figures["pauses"] == 3
+    assert figures["eot_delay_ms_complete"] == {"p50": None, "p95": None, "answers": 0}
+
+
+def test_delay_on_whole_answers_counts_only_their_true_ends() -> None:
+    whole = Answer("w", (), 3000, complete=True)
+    weak = Answer("k", (), 3000)
+    outcomes = [score(whole, [Stop(3250, 3000)]), score(weak, [Stop(4500, 3000)])]
+    figures = summarize([whole, weak], outcomes)
+    assert figures["eot_delay_ms"]["p50"] == 875.0  # both
+    assert figures["eot_delay_ms_complete"] == {"p50": 250.0, "p95": 250.0, "answers": 1}
 
 
 def test_replay_is_deterministic() -> None:
