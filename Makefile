@@ -81,6 +81,7 @@ bench-soak-cpu: venv models
 bench-turns: venv models
 	bash scripts/ensure_package.sh espeak-ng espeak-ng
 	$(BIN)/python benchmarks/turns.py --json results/turns_cpu.json
+	$(BIN)/python benchmarks/asr_window.py --pads 0,8 --json results/asr_window_cpu.json
 
 bench-models: venv models
 	$(BIN)/python benchmarks/models.py --json results/models_cpu.json

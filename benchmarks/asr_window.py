@@ -1,7 +1,9 @@
 """Whisper on a short window against the whole 30 s window: time per call and the words.
 
-    python benchmarks/asr_window.py [--pads 0,1,3,5] [--set .cache/turn_set] [--limit N]
+    python benchmarks/asr_window.py [--pads 0,3,8] [--set .cache/turn_set] [--limit N]
                                     [--json PATH]
+    python benchmarks/asr_window.py --model-dir /models/large-v3-turbo --device cuda \
+        --compute-type float16 --json PATH                                    # on a GPU
 
 faster-whisper pads every input to 30 s, and encoding that window is most of a short answer's
 cost on a CPU. `models.asr.pad_seconds` encodes the audio plus that much silence instead
@@ -87,7 +89,10 @@ def summary(times: list[float], refs: list[str], hyps: list[str], redone: int) -
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    asrs = {pad: WhisperASR(tiny_en_path(), pad_s=pad) for pad in args.pads}
+    model_dir = Path(args.model_dir) if args.model_dir else tiny_en_path()
+    asrs = {
+        pad: WhisperASR(model_dir, args.device, args.compute_type, pad_s=pad) for pad in args.pads
+    }
     parts: dict[str, list[tuple]] = {
         "clips": [
             (c["name"], read_wav(CLIPS / c["file"]), c["text"])
@@ -126,12 +131,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         for asr in asrs.values():
             asr.close()
-    return {"model": "tiny.en", "device": "cpu", "rows": rows}
+    return {"model": model_dir.name, "device": args.device, "rows": rows}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pads", default="0,1,3,5")
+    parser.add_argument("--pads", default="0,3,8")
+    parser.add_argument("--model-dir")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--compute-type", default="int8")
     parser.add_argument("--set", type=Path, default=ROOT / ".cache" / "turn_set")
     parser.add_argument("--limit", type=int)
     parser.add_argument("--json", type=Path)
