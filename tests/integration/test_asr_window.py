@@ -3,6 +3,8 @@ and a decode that looks degenerate is transcribed again the standard way."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 import models.whisper as whisper
@@ -58,3 +60,22 @@ async def test_a_degenerate_decode_is_redone_whole(
     finally:
         whole.close()
         short.close()
+
+
+async def test_two_replicas_transcribe_at_once_as_one_does(
+    speech: list[tuple], pad_s: float
+) -> None:
+    """`models.asr.workers` 2: two executor threads share the model object (CTranslate2 keeps
+    a replica each); what they say at once is what one says in turn."""
+    one, two = (
+        WhisperASR(tiny_en_path(), pad_s=pad_s),
+        WhisperASR(tiny_en_path(), pad_s=pad_s, workers=2),
+    )
+    try:
+        audios = [a for a, _t in speech[:4]]
+        alone = [(await one.transcribe(a)).text for a in audios]
+        together = await asyncio.gather(*(two.transcribe(a) for a in audios))
+        assert [t.text for t in together] == alone
+    finally:
+        one.close()
+        two.close()
