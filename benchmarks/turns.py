@@ -16,6 +16,8 @@ through the real Silero VAD once; its frames are then replayed through the turn 
   open window of the answer is transcribed by faster-whisper tiny.en (the sealed windows' text
   as the prompt) and the end-of-turn model hears the answer through the pause so far, as
   Pipecat's does (`--policy-eot-audio segment` cuts its audio at the segment's end instead).
+  After a premature end the student's next words continue the same answer, as in the worker
+  (which takes its reply back): they are transcribed and judged with the answer so far.
 A signal asked for at audio time t reaches the detector at t + its latency: by default the wall
 time the real call took here (each call made once and reused by every method, and by later runs
 on the same set unless `--fresh`: signals_cache.json in the set's folder), or fixed values
@@ -200,6 +202,11 @@ def signals_for(method: Method, models: Models | None, item: Item) -> Any:
     # answer start -> (sealed windows, the open window's start, how far it reaches), as the
     # listener keeps them (worker/voice/listener.py)
     windows: dict[int, tuple[list[tuple[int, int]], int, int]] = {}
+    # answer start -> the text it continues. After a premature end the worker takes its reply
+    # back when the student goes on, and the continuation is judged (and transcribed) with the
+    # answer so far (worker/voice/connection.py carries `flow.pending_text` to the listener).
+    carried: dict[int, str] = {}
+    latest = [""]  # the text of the answer heard last, through its last pause
     free_at = {"asr": 0.0, "eot": 0.0}  # audio ms when each model is next idle
 
     def queued(model: str, now: int, ms: float) -> float:
@@ -224,17 +231,20 @@ def signals_for(method: Method, models: Models | None, item: Item) -> Any:
             eot_ms = queued("eot", now, eot_ms)
         if not method.asr:
             return PauseResult(eot=eot, eot_ms=eot_ms)
+        if answer_start not in carried:
+            carried[answer_start] = latest[0]
         sealed, start, reach = windows.get(answer_start, ([], answer_start, answer_start))
         if event.segment_start_ms > reach and reach - start >= WINDOW_MS:
             sealed = [*sealed, (start, reach)]  # sealed at the resume, a new window opens
             start = event.segment_start_ms
         windows[answer_start] = (sealed, start, event.segment_end_ms)
-        text = ""
+        text = carried[answer_start]
         for window in sealed:  # transcribed before, at their own pauses
             part, _ = models.text_of(item, window, text)
             text = f"{text} {part}".strip()
         part, asr_ms = models.text_of(item, (start, event.segment_end_ms), text)
         text = f"{text} {part}".strip()
+        latest[0] = text
         covered = coverage(text, item.keywords)  # as the listener judges it
         return PauseResult(eot, eot_ms, text, covered, queued("asr", now, asr_ms))
 
