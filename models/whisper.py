@@ -8,7 +8,7 @@ growing buffer while the student pauses.
 Whisper pads every input to a 30 s window, and on two CPU cores encoding that window is most of
 a short answer's cost (tiny.en: ~300 ms of the ~410 ms for a 5 s answer, whatever its length).
 With `pad_s` > 0 the encoder hears the audio plus `pad_s` of silence instead (CTranslate2 takes
-fewer than 3000 frames): ~60 ms for the same answer, the same words on the committed clips and
+fewer than 3000 frames): ~60-80 ms for that answer, the same words on the committed clips and
 0.2-0.3 points more word errors on the turn set (README, "Models"). A result that looks
 degenerate (repetition, very low confidence, a decode that ran to its length limit) is
 transcribed again the standard way, whole window and temperature fallback, so a short window
@@ -114,7 +114,7 @@ class WhisperASR:
         )
         self._beam = beam_size
         self._pad_s = pad_s
-        self.redone = 0  # short-window decodes transcribed again whole (degenerate)
+        self.redone = 0  # decodes transcribed again the standard way (degenerate)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="asr")
         self.info = ModelInfo(
             "asr",
