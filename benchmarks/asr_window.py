@@ -39,9 +39,10 @@ ROOT = Path(__file__).resolve().parents[1]
 # the project's `models` package.
 sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks"]
 
+from benchmarks.latency_client import percentile  # noqa: E402
 from models.whisper import WhisperASR, tiny_en_path  # noqa: E402
 from tests.integration.conftest import CLIPS, clips, read_wav  # noqa: E402
-from tests.integration.wer import edit_distance, words  # noqa: E402
+from tests.integration.wer import edit_distance, wer, words  # noqa: E402
 
 PAD_MS = 96  # as the listener cuts a window (worker/voice/listener.py)
 LEAD_MS = 300  # audio kept before the answer's first word
@@ -72,18 +73,12 @@ def prefix_of(text: str, heard: str) -> str:
     return " ".join(ref[:best])
 
 
-def pooled_wer(refs: list[str], hyps: list[str]) -> float:
-    errors = sum(edit_distance(words(r), words(h)) for r, h in zip(refs, hyps, strict=True))
-    return round(errors / max(1, sum(len(words(r)) for r in refs)), 4)
-
-
 def summary(times: list[float], refs: list[str], hyps: list[str], redone: int) -> dict[str, Any]:
-    ordered = sorted(times)
     return {
         "calls": len(times),
         "ms_p50": round(statistics.median(times) * 1000, 1),
-        "ms_p95": round(ordered[int(0.95 * (len(ordered) - 1))] * 1000, 1),
-        "wer": pooled_wer(refs, hyps),
+        "ms_p95": round((percentile(times, 95) or 0.0) * 1000, 1),
+        "wer": round(wer(refs, hyps), 4),  # errors over reference words, pooled
         "redone": redone,
     }
 
@@ -125,7 +120,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     refs = [prefix_of(ref, h) for ref, h in zip(refs, heard, strict=True)]
                 row: dict[str, Any] = {"part": part, "pad_s": pad}
                 row.update(summary(got[pad]["t"], refs, heard, asrs[pad].redone - before[pad]))
-                row["agreement_wer"] = pooled_wer(got[0.0]["text"], heard)
+                row["agreement_wer"] = round(wer(got[0.0]["text"], heard), 4)
                 rows.append(row)
                 print(row, flush=True)
     finally:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from benchmarks.latency_client import percentile
+from benchmarks.latency_client import quantiles
 from worker.voice.policy import Policy
 from worker.voice.turns import (
     Paused,
@@ -187,17 +187,11 @@ def summarize(answers: Sequence[Answer], outcomes: Sequence[Outcome]) -> dict[st
         "false_cutoff_rate_le_1500ms": _rate(*s.short),
         "answers_cut_rate": _rate(s.answers_cut, s.answers),
         "unlabelled_cuts": s.unlabelled_cuts,
-        "eot_delay_ms": {
-            q: None if (v := percentile(s.delays, n)) is None else round(v, 1)
-            for q, n in (("p50", 50), ("p95", 95))
-        },
+        "eot_delay_ms": quantiles(s.delays, (50, 95)),
         # the same on the true ends of whole answers only: how long a student who has fully
         # answered waits
         "eot_delay_ms_complete": {
-            **{
-                q: None if (v := percentile(s.complete_delays, n)) is None else round(v, 1)
-                for q, n in (("p50", 50), ("p95", 95))
-            },
+            **quantiles(s.complete_delays, (50, 95)),
             "answers": len(s.complete_delays),
         },
         "never_ended": s.never_ended,

@@ -35,7 +35,6 @@ import asyncio
 import hashlib
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -65,7 +64,13 @@ from benchmarks.turn_replay import (  # noqa: E402
 from core.config import Config, TurnConfig, load_config  # noqa: E402
 from models.base import SAMPLE_RATE, VAD_CHUNK  # noqa: E402
 from worker.voice.listener import WINDOW_MS, coverage  # noqa: E402
-from worker.voice.policy import FixedSilence, Policy, SmartTurnOnly, policy_for  # noqa: E402
+from worker.voice.policy import (  # noqa: E402
+    FixedSilence,
+    Policy,
+    SmartTurnOnly,
+    VivaPolicy,
+    policy_for,
+)
 from worker.voice.turns import Paused, Relisten, TurnSettings  # noqa: E402
 
 EXTRA_SILENCE_S = 2.0  # after each file: room for the 3 s fallback past its 3.5 s tail
@@ -121,6 +126,9 @@ def load_set(folder: Path, limit: int | None, turn: TurnConfig) -> list[Item]:
     from models.silero import SileroVAD
 
     vad = SileroVAD()
+    # the policy's own test of a whole answer, on the words the script says
+    judge = policy_for(turn.model_copy(update={"policy": "viva"}))
+    assert isinstance(judge, VivaPolicy)
     entries = json.loads((folder / "manifest.json").read_text())["answers"][:limit]
     items = []
     for e in entries:
@@ -132,9 +140,7 @@ def load_set(folder: Path, limit: int | None, turn: TurnConfig) -> list[Item]:
         n = len(audio) // VAD_CHUNK
         probs = [stream.probability(audio[i * VAD_CHUNK : (i + 1) * VAD_CHUNK]) for i in range(n)]
         pauses = tuple(Pause(p["start_ms"], p["end_ms"], p["label"]) for p in e["pauses"])
-        said = coverage(e["text"], e["expected_keywords"])
-        words = len(re.findall(r"[a-z']+", e["text"].lower()))
-        complete = (said or 0) >= turn.coverage_done or words >= turn.long_answer_words
+        complete = judge.whole(e["text"], coverage(e["text"], e["expected_keywords"]))
         answer = Answer(e["file"], pauses, e["true_end_ms"], complete)
         items.append(Item(answer, audio, probs, tuple(e["expected_keywords"]), e))
     return items

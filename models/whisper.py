@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import math
 import os
-import zlib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -65,7 +64,9 @@ def degenerate(text: str, avg_logprob: float, tokens: int, max_tokens: int) -> b
     """A decode faster-whisper would have retried (looping or unsure), or one cut at its limit."""
     if tokens >= max_tokens:
         return True
-    if text and len(text.encode()) / len(zlib.compress(text.encode())) > MAX_COMPRESSION:
+    from faster_whisper.transcribe import get_compression_ratio
+
+    if text and get_compression_ratio(text) > MAX_COMPRESSION:
         return True
     return bool(text) and avg_logprob < MIN_LOGPROB
 

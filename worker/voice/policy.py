@@ -135,14 +135,14 @@ class VivaPolicy:
             if s.eot < cfg.eot_low:
                 return cfg.thinking_ms
             before = s.prior_text or ""
-            if s.eot >= cfg.eot_sure and self._whole(before, s.prior_coverage):
+            if s.eot >= cfg.eot_sure and self.whole(before, s.prior_coverage):
                 return cfg.fast_ms
             return cfg.max_ms  # the transcript comes within a few hundred ms: wait for it
         if not _WORD.search(s.text.lower()):
             return cfg.max_ms  # nothing said yet that a reply could answer
         if trails_off(s.text) or s.eot < cfg.eot_low:
             return cfg.thinking_ms
-        whole = self._whole(s.text, s.coverage)
+        whole = self.whole(s.text, s.coverage)
         words = len(_WORD.findall(s.text.lower()))
         if s.eot >= cfg.eot_high:
             if whole:
@@ -152,7 +152,7 @@ class VivaPolicy:
             return cfg.unsure_ms if words >= cfg.min_words else cfg.short_answer_ms
         return cfg.unsure_ms if whole else cfg.short_answer_ms
 
-    def _whole(self, text: str, coverage: float | None) -> bool:
+    def whole(self, text: str, coverage: float | None) -> bool:
         """An answer that covers the question's keywords, or is long whatever they are."""
         if coverage is not None and coverage >= self.settings.coverage_done:
             return True
