@@ -29,10 +29,15 @@ def speech() -> list[tuple]:
 
 async def test_short_window_words_match_the_whole_window(speech: list[tuple], pad_s: float) -> None:
     whole, short = WhisperASR(tiny_en_path()), WhisperASR(tiny_en_path(), pad_s=pad_s)
+    frames: list[int] = []  # what the short one's encoder was given, call by call
+    encode = short._model.encode
+    short._model.encode = lambda features: frames.append(features.shape[-1]) or encode(features)  # type: ignore[method-assign]
     try:
         refs = [text for _a, text in speech]
         by_whole = [(await whole.transcribe(a)).text for a, _t in speech]
         by_short = [(await short.transcribe(a)).text for a, _t in speech]
+        expected = [whisper.window_frames(len(a) / 16000, pad_s) for a, _t in speech]
+        assert frames == expected and min(frames) < whisper.BATCH_FRAMES
         assert wer(refs, by_short) <= wer(refs, by_whole) + 0.01
         assert wer(by_whole, by_short) <= 0.02
         batched = await short.transcribe_batch([a for a, _t in speech[:4]])
