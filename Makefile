@@ -89,6 +89,9 @@ bench-models: venv models
 bench-capacity: venv models
 	$(BIN)/python benchmarks/capacity.py --profile gpu-sim --sessions 1,8,16,24,32,48,64 \
 	  --policy both --json results/capacity_gpusim.json
+	$(BIN)/python benchmarks/capacity.py --profile gpu-sim --sessions 32,48,64 --turns 4 \
+	  --worker-env VIVA__MODELS__SCHEDULING__ASR_BATCH=8 \
+	  --worker-env VIVA__TURN__BUSY_ASR_WAITING=1 --json results/capacity_gpusim_gpu.json
 	$(BIN)/python benchmarks/capacity.py --profile cpu --sessions 1,2,3,4 --policy both \
 	  --json results/capacity_cpu.json
 	$(BIN)/python benchmarks/asr_batch.py --json results/asr_batch_cpu.json

@@ -14,7 +14,11 @@ item by item so they share the machine's noise:
 - `windows`: what the listener transcribes at each labelled pause (the answer up to that pause,
   as the first window of an answer is), against the start of the answer's text that is closest
   to what was heard (the set keeps no text per pause), and against the whole window's
-  transcript of it (`agreement_wer`).
+  transcript of it (`agreement_wer`);
+- `segments`: each answer cut at its labelled pauses, every stretch of speech transcribed on
+  its own with the text before it as the prompt and the texts joined, as the listener does
+  under load (`turn.busy_window_ms` 0), against the answer's text: the words that keeping
+  every pause's window costs, next to `answers` (the same answers transcribed whole).
 It reports, per pad and part, the median and p95 time per call, the word error rate (errors
 over reference words, pooled) and how many decodes were redone whole because they looked
 degenerate. Measure with nothing else running.
@@ -48,9 +52,9 @@ PAD_MS = 96  # as the listener cuts a window (worker/voice/listener.py)
 LEAD_MS = 300  # audio kept before the answer's first word
 
 
-def turn_set_items(folder: Path, limit: int | None) -> tuple[list[tuple], list[tuple]]:
+def turn_set_items(folder: Path, limit: int | None) -> tuple[list[tuple], list[tuple], list[tuple]]:
     manifest = json.loads((folder / "manifest.json").read_text())
-    answers, windows = [], []
+    answers, windows, segments = [], [], []
     for entry in manifest["answers"][:limit]:
         with wave.open(str(folder / entry["file"])) as w:
             pcm = np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.float32) / 32768
@@ -63,7 +67,13 @@ def turn_set_items(folder: Path, limit: int | None) -> tuple[list[tuple], list[t
                 windows.append(
                     (f"{entry['file']}@{pause['start_ms']}", pcm[first:cut], entry["text"])
                 )
-    return answers, windows
+        cuts = [first]
+        for pause in entry["pauses"]:
+            cuts += [int((pause["start_ms"] + PAD_MS) * 16), int((pause["end_ms"] - PAD_MS) * 16)]
+        cuts.append(end)
+        stretches = [pcm[a:b] for a, b in zip(cuts[::2], cuts[1::2], strict=True)]
+        segments.append((entry["file"], stretches, entry["text"]))
+    return answers, windows, segments
 
 
 def prefix_of(text: str, heard: str) -> str:
@@ -96,7 +106,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         ]
     }
     if (args.set / "manifest.json").is_file():
-        parts["answers"], parts["windows"] = turn_set_items(args.set, args.limit)
+        parts["answers"], parts["windows"], parts["segments"] = turn_set_items(args.set, args.limit)
     else:
         print(f"no turn set at {args.set}: make it with scripts/make_turn_set.py", flush=True)
     rows = []
@@ -109,10 +119,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             for i, (_name, audio, _ref) in enumerate(items):
                 order = args.pads if i % 2 == 0 else args.pads[::-1]
                 for pad in order:
-                    started = time.perf_counter()
-                    transcript = await asrs[pad].transcribe(audio)
-                    got[pad]["t"].append(time.perf_counter() - started)
-                    got[pad]["text"].append(transcript.text)
+                    said: list[str] = []
+                    for stretch in audio if part == "segments" else [audio]:
+                        prompt = " ".join(said) or None
+                        started = time.perf_counter()
+                        transcript = await asrs[pad].transcribe(stretch, prompt=prompt)
+                        got[pad]["t"].append(time.perf_counter() - started)
+                        said.append(transcript.text.strip())
+                    got[pad]["text"].append(" ".join(t for t in said if t))
             for pad in args.pads:
                 refs = [ref for _n, _a, ref in items]
                 heard = got[pad]["text"]

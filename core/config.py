@@ -174,6 +174,11 @@ class TurnConfig(_Frozen):
     end_silence_ms: int = Field(500, ge=32)
     # A pause this long closes a segment: it is transcribed and judged while the student pauses.
     segment_pause_ms: int = Field(128, ge=32)
+    # Under load (at least `busy_asr_waiting` transcriptions already wait for the ASR; 0: never)
+    # a transcription window is kept once it holds `busy_window_ms` of the answer, not
+    # `WINDOW_MS` (worker/voice/listener.py): each pause then transcribes less audio again.
+    busy_asr_waiting: int = Field(0, ge=0)
+    busy_window_ms: int = Field(2500, ge=0)
     # The end-of-turn model hears the pause again this far in (0: only at segment_pause_ms).
     relisten_ms: int = Field(0, ge=0)
     fast_ms: int = Field(200, ge=0)  # every signal says the answer is complete

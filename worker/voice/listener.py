@@ -101,6 +101,11 @@ class Listener:
         self._pause = 0  # counts pauses and resumptions: late results of old pauses are dropped
         self._carried = ""  # what this answer continues (held speech, a reply taken back)
         self._eot: asyncio.Task[float] | None = None
+        # The open window is kept once it holds this much audio: `WINDOW_MS`, or under load
+        # `turn.busy_window_ms` (decided at each pause, kept until it resumes).
+        self._seal_ms = WINDOW_MS
+        self._busy_waiting, self._busy_window_ms = t.busy_asr_waiting, t.busy_window_ms
+        self._asr_queue = hub.schedulers.get("asr")
 
     def carry(self, text: str) -> None:
         """The next answer continues `text`: it is the ASR's context, and the policy judges
@@ -143,18 +148,25 @@ class Listener:
             self._window_ms = self._covered_ms = event.at_ms
         elif isinstance(event, Paused):
             self._pause += 1
+            self._seal_ms = self._busy_window_ms if self._asr_busy() else WINDOW_MS
             self._transcribe_window(event.segment_end_ms, Priority.SPECULATIVE)
             self._ask_eot()
         elif isinstance(event, Relisten):
             self._ask_eot()  # same pause: its answer replaces the first one's
         elif isinstance(event, Resumed):
             self._pause += 1
-            if self._current is not None and self._covered_ms - self._window_ms >= WINDOW_MS:
+            if self._current is not None and self._covered_ms - self._window_ms >= self._seal_ms:
                 self._sealed.append(self._current)  # long enough: kept, a new window starts
                 self._current = None
                 self._window_ms = self._covered_ms = event.at_ms
             if self._eot is not None:
                 self._eot.cancel()
+
+    def _asr_busy(self) -> bool:
+        """Enough transcriptions already wait for the ASR that transcribing the same audio
+        again at every pause would only lengthen the queue (`turn.busy_asr_waiting`)."""
+        queue = self._asr_queue
+        return bool(self._busy_waiting) and queue is not None and queue.depth >= self._busy_waiting
 
     def _ask_eot(self) -> None:
         """The end-of-turn model on the answer through the pause so far: the model was trained
@@ -184,7 +196,10 @@ class Listener:
 
     async def _transcribe(self, sealed: list[asyncio.Task[Transcript]], audio: Audio) -> Transcript:
         # The ASR runs one call at a time, in order: the sealed windows are done or nearly.
-        prompt = " ".join([self._carried, _joined([await t for t in sealed]).text]).strip()
+        # Shielded: when this transcription is dropped for a later one, the kept windows it
+        # waits for must go on (cancelling an awaiting task cancels what it awaits).
+        done = [await asyncio.shield(t) for t in sealed]
+        prompt = " ".join([self._carried, _joined(done).text]).strip()
         return await self.hub.asr.transcribe(audio, self.language, prompt=prompt or None)
 
     def _eot_done(self, pause: int) -> Callable[[asyncio.Task[float]], None]:
