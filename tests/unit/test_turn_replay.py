@@ -1,9 +1,13 @@
 """The turn benchmark's replay and scoring (benchmarks/turn_replay.py) on scripted frames and a
 scripted policy: signals arrive after their latency, decisions land where the policy says, and
-cut-offs and delays are counted against the labels."""
+cut-offs and delays are counted against the labels; and benchmarks/turns.py's signals carry an
+answer into its continuation after a premature end, as the worker does."""
 
 from __future__ import annotations
 
+import numpy as np
+
+from benchmarks import turns
 from benchmarks.turn_replay import (
     Answer,
     Pause,
@@ -13,6 +17,7 @@ from benchmarks.turn_replay import (
     score,
     summarize,
 )
+from models.fakes import FakeASR, FakeEOT
 from worker.voice.policy import FixedSilence, PauseSignals
 from worker.voice.turns import FRAME_MS, Paused, TurnSettings
 
@@ -127,3 +132,24 @@ def test_replay_is_deterministic() -> None:
 
     runs = [replay(AUDIO, SETTINGS, EndWhenTold(), signals) for _ in range(3)]
     assert runs[0] == runs[1] == runs[2]
+
+
+def test_a_continuation_after_a_premature_end_is_judged_with_the_answer_so_far() -> None:
+    """benchmarks/turns.py's signals do what the worker does after a premature end (it takes
+    its reply back and carries `flow.pending_text`): the next answer's words are transcribed
+    with the earlier words as the prompt and judged together with them."""
+    said = iter(["insulin comes from the pancreas", "it lowers blood sugar"])
+    models = turns.Models(FakeASR(lambda _audio: next(said)), FakeEOT(0.9), 100.0, 50.0)
+    item = turns.Item(
+        Answer("a", (), 4000), np.zeros(8 * 16000, np.float32), [], ("pancreas", "sugar"), {}
+    )
+    method = turns.Method("policy", SETTINGS, FixedSilence(500), eot="segment", asr=True)
+    signals = turns.signals_for(method, models, item)
+    first = signals(Paused(1200, 0, 1000), 0)
+    assert first.text == "insulin comes from the pancreas" and first.coverage == 0.5
+    # The examiner replied at that pause, the student went on: a new answer starts at 2000 ms.
+    second = signals(Paused(3200, 2000, 3000), 2000)
+    assert second.text == "insulin comes from the pancreas it lowers blood sugar"
+    assert second.coverage == 1.0  # both keywords, one from each part
+    assert ("a", 2000, 3000, "insulin comes from the pancreas") in models.texts  # the prompt
+    models.loop.close()
