@@ -182,12 +182,12 @@ class TurnConfig(_Frozen):
     # The end-of-turn model hears the pause again this far in (0: only at segment_pause_ms).
     relisten_ms: int = Field(0, ge=0)
     fast_ms: int = Field(200, ge=0)  # every signal says the answer is complete
-    unsure_ms: int = Field(1300, ge=0)
+    unsure_ms: int = Field(300, ge=0)
     short_answer_ms: int = Field(1500, ge=0)  # complete-sounding, but short for the question
     thinking_ms: int = Field(2200, ge=0)  # trailing "and"/"um", or the model says unfinished
     max_wait_ms: int = Field(3000, ge=32)  # the hard maximum for any pause inside an answer
     eot_high: float = Field(0.7, ge=0, le=1)
-    eot_low: float = Field(0.2, ge=0, le=1)
+    eot_low: float = Field(0.1, ge=0, le=1)
     eot_sure: float = Field(0.9, ge=0, le=1.01)  # answer before the last words are transcribed
     # The model this sure after `sure_words` words that do not trail off: `sure_ms` (0: off).
     sure_ms: int = Field(0, ge=0)

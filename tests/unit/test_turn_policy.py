@@ -81,6 +81,16 @@ def test_in_between_signals_get_a_middling_wait() -> None:
     assert wait(0.95, twenty, 0.2) == S.unsure_ms
 
 
+def test_a_whole_answer_is_answered_quickly_even_when_the_model_is_unsure() -> None:
+    """The model says much the same after a complete sentence inside an answer as at its end,
+    and below 0.5 at many true ends: when the words make a whole answer, a middling model does
+    not hold the reply for more than a beat."""
+    text = "Every contract needs an offer, acceptance and consideration."
+    assert wait(0.3, text, 1.0) == S.unsure_ms <= 300
+    assert wait(0.3, text, 0.2) == S.short_answer_ms  # the same sentence, short for the question
+    assert wait(S.eot_low / 2, text, 1.0) == S.thinking_ms  # unless the model hears it unfinished
+
+
 def test_baselines() -> None:
     assert FixedSilence(300).wait_ms(PauseSignals(0, 0)) == 300
     assert SmartTurnOnly().wait_ms(PauseSignals(200, 900, 0.9)) == 0

@@ -16,7 +16,9 @@ patient when any says the student is still thinking:
   expected keywords (or is long) is an answer: `fast_ms`;
 - a complete-sounding pause after an answer still short for the question (few words, few
   keywords) is often a student collecting the next sentence: `short_answer_ms`;
-- anything in between: `unsure_ms`;
+- in between (a whole answer the model is unsure of, or a long-enough one it hears as finished
+  but short of keywords): `unsure_ms`, near `fast_ms` by default: the model says much the same
+  after a complete sentence inside an answer as at its end, so what the answer says decides;
 - until the model and the transcript have answered, nothing ends before `max_ms`, the hard
   maximum that also bounds every other wait.
 `FixedSilence` (VAD alone) and `SmartTurnOnly` (Pipecat's default pairing) are the baselines the
@@ -75,12 +77,12 @@ class SmartTurnOnly:
 @dataclass(frozen=True)
 class PolicySettings:
     fast_ms: int = 200
-    unsure_ms: int = 1300
+    unsure_ms: int = 300
     short_answer_ms: int = 1500
     thinking_ms: int = 2200
     max_ms: int = 3000
     eot_high: float = 0.7
-    eot_low: float = 0.2
+    eot_low: float = 0.1
     # Sure enough to answer before the pause's last words are transcribed, when what was said
     # before them already makes a whole answer (above 1: never).
     eot_sure: float = 0.9
