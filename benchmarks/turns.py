@@ -13,9 +13,9 @@ through the real Silero VAD once; its frames are then replayed through the turn 
   (that audio includes the pause, as Pipecat's does), end if > 0.5, else a 3 s fallback;
 - `policy`: the worker's own (config.yaml `turn`, `worker/voice/policy.py`), fed as the
   listener (`worker/voice/listener.py`) feeds it: at each pause of `turn.segment_pause_ms` the
-  open window of the answer is transcribed by faster-whisper tiny.en (the sealed windows' text
-  as the prompt) and the end-of-turn model hears the answer through the pause so far, as
-  Pipecat's does (`--policy-eot-audio segment` cuts its audio at the segment's end instead).
+  open window of the answer is transcribed by faster-whisper tiny.en (the question's keywords
+  and the sealed windows' text as the prompt) and the end-of-turn model hears the answer through
+  the pause so far, as Pipecat's does (`--policy-eot-audio segment` cuts its audio at the segment's end instead).
   After a premature end the student's next words continue the same answer, as in the worker
   (which takes its reply back): they are transcribed and judged with the answer so far.
 A signal asked for at audio time t reaches the detector at t + its latency: by default the wall
@@ -63,7 +63,7 @@ from benchmarks.turn_replay import (  # noqa: E402
 )
 from core.config import Config, TurnConfig, load_config  # noqa: E402
 from models.base import SAMPLE_RATE, VAD_CHUNK  # noqa: E402
-from worker.voice.listener import WINDOW_MS, coverage  # noqa: E402
+from worker.voice.listener import WINDOW_MS, asr_prompt, coverage  # noqa: E402
 from worker.voice.policy import (  # noqa: E402
     FixedSilence,
     Policy,
@@ -154,6 +154,7 @@ class Models:
     eot: Any
     asr_ms: float | None
     eot_ms: float | None
+    prompt_terms: bool = False
     loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
     texts: dict[tuple[Any, ...], tuple[str, float]] = field(default_factory=dict)
     eots: dict[tuple[Any, ...], tuple[float, float]] = field(default_factory=dict)
@@ -190,12 +191,15 @@ class Models:
         p, ms = self.eots[key]
         return p, ms if self.eot_ms is None else self.eot_ms
 
-    def text_of(self, item: Item, seg: tuple[int, int], prompt: str) -> tuple[str, float]:
-        key = (item.answer.name, *seg, prompt)
+    def text_of(self, item: Item, seg: tuple[int, int], before: str) -> tuple[str, float]:
+        # as the listener prompts it: the question's keywords (models.asr.prompt_terms), then
+        # the answer so far
+        prompt = asr_prompt(item.keywords if self.prompt_terms else (), before)
+        key = (item.answer.name, *seg, prompt or "")
         if key not in self.texts:
             start, end = max(0, seg[0] - SEGMENT_PAD_MS) * 16, (seg[1] + SEGMENT_PAD_MS) * 16
             audio = item.audio[start : max(end, start + SAMPLE_RATE // 10)]
-            transcript, ms = self.timed(self.asr.transcribe(audio, "en", prompt=prompt or None))
+            transcript, ms = self.timed(self.asr.transcribe(audio, "en", prompt=prompt))
             self.texts[key] = (transcript.text, ms)
         text, ms = self.texts[key]
         return text, ms if self.asr_ms is None else self.asr_ms
@@ -277,7 +281,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if any(m.eot or m.asr for m in chosen):
         from models.hub import _build_asr, _build_eot
 
-        models = Models(_build_asr(cfg.models), _build_eot(cfg.models), args.asr_ms, args.eot_ms)
+        models = Models(
+            _build_asr(cfg.models),
+            _build_eot(cfg.models),
+            args.asr_ms,
+            args.eot_ms,
+            cfg.models.asr.prompt_terms,
+        )
         if not args.fresh:
             models.load(cache, manifest_sha)
     result: dict[str, Any] = {}

@@ -182,17 +182,17 @@ class TurnConfig(_Frozen):
     # The end-of-turn model hears the pause again this far in (0: only at segment_pause_ms).
     relisten_ms: int = Field(0, ge=0)
     fast_ms: int = Field(200, ge=0)  # every signal says the answer is complete
-    unsure_ms: int = Field(300, ge=0)
+    unsure_ms: int = Field(400, ge=0)
     short_answer_ms: int = Field(1500, ge=0)  # complete-sounding, but short for the question
     thinking_ms: int = Field(2200, ge=0)  # trailing "and"/"um", or the model says unfinished
     max_wait_ms: int = Field(3000, ge=32)  # the hard maximum for any pause inside an answer
     eot_high: float = Field(0.7, ge=0, le=1)
-    eot_low: float = Field(0.1, ge=0, le=1)
-    eot_sure: float = Field(0.9, ge=0, le=1.01)  # answer before the last words are transcribed
+    eot_low: float = Field(0.15, ge=0, le=1)
+    eot_sure: float = Field(1.01, ge=0, le=1.01)  # answer before the last words are transcribed
     # The model this sure after `sure_words` words that do not trail off: `sure_ms` (0: off).
     sure_ms: int = Field(0, ge=0)
     sure_words: int = Field(6, ge=0)
-    min_answer_words: int = Field(14, ge=0)
+    min_answer_words: int = Field(40, ge=0)
     long_answer_words: int = Field(40, ge=1)
     coverage_done: float = Field(0.6, gt=0, le=1)
     # A reply to an answer can be taken back (the student was not finished) until the next
@@ -233,6 +233,9 @@ class ASRConfig(_Frozen):
     # Whisper hears the audio plus this much silence instead of a whole 30 s window (0: the
     # whole window, as it was trained); degenerate results are redone the standard way.
     pad_seconds: float = Field(0, ge=0, le=30)
+    # The question's expected keywords go first in the prompt of every transcription of an
+    # answer ("Terms: ..."), so Whisper spells the subject's words as the examiner wrote them.
+    prompt_terms: bool = True
 
 
 class LLMConfig(_Frozen):

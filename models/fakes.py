@@ -66,6 +66,7 @@ class FakeASR:
         self.transcript = transcript
         self.delay_ms = delay_ms
         self.calls = 0
+        self.prompts: list[str | None] = []  # each call's prompt, in order
         self.info = ModelInfo("asr", "fake-asr", "fake", "none", "none")
 
     async def transcribe(
@@ -73,6 +74,7 @@ class FakeASR:
     ) -> Transcript:
         audio = check_audio(audio, min_samples=SAMPLE_RATE // 10)
         self.calls += 1
+        self.prompts.append(prompt)
         await asyncio.sleep(self.delay_ms / 1000)
         text = self.transcript(audio) if callable(self.transcript) else self.transcript
         return Transcript(text, (), 0.9, len(audio) / SAMPLE_RATE, language)

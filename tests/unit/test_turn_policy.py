@@ -24,6 +24,11 @@ def wait(eot: float | None, text: str | None, coverage: float | None = None) -> 
     return POLICY.wait_ms(PauseSignals(200, 3000, eot, text, coverage))
 
 
+def wait_before_words(eot: float, prior: str, coverage: float) -> int:
+    """The default policy at a pause whose last words are still being transcribed."""
+    return POLICY.wait_ms(PauseSignals(200, 6000, eot, None, None, prior, coverage))
+
+
 def test_nothing_ends_before_the_model_and_the_transcript_have_answered() -> None:
     assert wait(None, "Every contract needs an offer.", 1.0) == S.max_ms
     assert wait(0.99, None) == S.max_ms
@@ -77,8 +82,12 @@ def test_a_sure_model_ends_a_short_answer_when_the_sure_path_is_on() -> None:
 def test_in_between_signals_get_a_middling_wait() -> None:
     text = "Every contract needs an offer, acceptance and consideration."
     assert wait(0.5, text, 1.0) == S.unsure_ms
-    twenty = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen."
-    assert wait(0.95, twenty, 0.2) == S.unsure_ms
+    fourteen = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen."
+    # Off by default (min_words = long_words): a sure model after an answer of min_words words
+    # that is short of the keywords.
+    assert wait(0.95, fourteen, 0.2) == S.short_answer_ms
+    counting = VivaPolicy(PolicySettings(min_words=14))
+    assert counting.wait_ms(PauseSignals(200, 3000, 0.95, fourteen, 0.2)) == S.unsure_ms
 
 
 def test_a_whole_answer_is_answered_quickly_even_when_the_model_is_unsure() -> None:
@@ -86,7 +95,7 @@ def test_a_whole_answer_is_answered_quickly_even_when_the_model_is_unsure() -> N
     and below 0.5 at many true ends: when the words make a whole answer, a middling model does
     not hold the reply for more than a beat."""
     text = "Every contract needs an offer, acceptance and consideration."
-    assert wait(0.3, text, 1.0) == S.unsure_ms <= 300
+    assert wait(0.3, text, 1.0) == S.unsure_ms <= 400
     assert wait(0.3, text, 0.2) == S.short_answer_ms  # the same sentence, short for the question
     assert wait(S.eot_low / 2, text, 1.0) == S.thinking_ms  # unless the model hears it unfinished
 
@@ -112,10 +121,13 @@ def test_before_the_last_words_are_transcribed_only_a_sure_model_and_a_whole_ans
     None
 ):
     whole = "Every contract needs an offer, acceptance and consideration."
+    sure = VivaPolicy(PolicySettings(eot_sure=0.9))
 
     def early(eot: float, prior: str | None, coverage: float | None) -> int:
-        return POLICY.wait_ms(PauseSignals(200, 6000, eot, None, None, prior, coverage))
+        return sure.wait_ms(PauseSignals(200, 6000, eot, None, None, prior, coverage))
 
+    # Off by default: the last words decide (they may be "and").
+    assert wait_before_words(0.99, whole, 1.0) == S.max_ms
     assert early(0.95, whole, 1.0) == S.fast_ms  # what came before already answers it
     assert early(0.95, LONG, None) == S.fast_ms
     assert early(0.8, whole, 1.0) == S.max_ms  # not sure enough: wait for the words

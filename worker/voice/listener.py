@@ -3,8 +3,9 @@
 Every 32 ms chunk goes through the VAD into the turn detector (`worker/voice/turns.py`). Each pause
 inside an answer closes a segment of speech, and the answer is transcribed as it goes, in
 windows: at each pause the current window (from its start to this pause) is transcribed again,
-whole, with the earlier windows' text as the ASR prompt; once a window holds `WINDOW_MS` of the
-answer it is sealed at the next pause and kept, and a new one starts. So at the end of the
+whole, with the question's keywords and the earlier windows' text as the ASR prompt; once a
+window holds `WINDOW_MS` of the answer it is sealed at the next pause and kept, and a new one
+starts. So at the end of the
 answer only the last window (at most a few seconds) is left to transcribe, however long the
 answer, and short answers are transcribed whole (cutting them at every comma cost tiny.en its
 accuracy: "triage is" came out as "tree I just"). At the same
@@ -46,6 +47,18 @@ PAD_MS = 96  # around a segment: word edges the VAD called silence
 EOT_WINDOW_MS = 8000  # what the end-of-turn model listens to
 WINDOW_MS = 6000  # a transcription window is sealed at the first pause past this much audio
 MS_PER_CHUNK = VAD_CHUNK * 1000 // SAMPLE_RATE
+# Of the answer so far, the ASR prompt keeps the last this many words: with the terms before
+# them they stay inside Whisper's 223-token prompt, which drops a longer prompt's start.
+PROMPT_WORDS = 120
+
+
+def asr_prompt(terms: Sequence[str], before: str) -> str | None:
+    """The ASR's context for the next stretch of an answer: the question's terms, then the
+    answer so far. Whisper spells a word it has just seen in its context as it was written
+    there ("nomogram", not "namagram"), and does not write terms nobody said (README, "Models")."""
+    head = f"Terms: {', '.join(terms)}." if terms else ""
+    prompt = " ".join([head, *before.split()[-PROMPT_WORDS:]]).strip()
+    return prompt or None
 
 
 @dataclass(frozen=True)
@@ -84,6 +97,7 @@ class Listener:
         )
         self.turns = TurnDetector(settings, policy_for(t))
         self.hub, self.language, self._question = hub, cfg.models.asr.language, question
+        self._prompt_terms = cfg.models.asr.prompt_terms
         # On the audio clock, whatever the wall clock says: this bounds the answer's buffer.
         self.max_answer_ms = int(cfg.exam.max_question_duration_seconds * 1000)
         self.vad = hub.vad.stream()
@@ -199,8 +213,11 @@ class Listener:
         # Shielded: when this transcription is dropped for a later one, the kept windows it
         # waits for must go on (cancelling an awaiting task cancels what it awaits).
         done = [await asyncio.shield(t) for t in sealed]
-        prompt = " ".join([self._carried, _joined(done).text]).strip()
-        return await self.hub.asr.transcribe(audio, self.language, prompt=prompt or None)
+        before = " ".join([self._carried, _joined(done).text])
+        question = self._question() if self._prompt_terms else None
+        terms = question.expected_keywords if question is not None else ()
+        prompt = asr_prompt(terms, before)
+        return await self.hub.asr.transcribe(audio, self.language, prompt=prompt)
 
     def _eot_done(self, pause: int) -> Callable[[asyncio.Task[float]], None]:
         def done(task: asyncio.Task[float]) -> None:

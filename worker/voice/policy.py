@@ -77,21 +77,21 @@ class SmartTurnOnly:
 @dataclass(frozen=True)
 class PolicySettings:
     fast_ms: int = 200
-    unsure_ms: int = 300
+    unsure_ms: int = 400
     short_answer_ms: int = 1500
     thinking_ms: int = 2200
     max_ms: int = 3000
     eot_high: float = 0.7
-    eot_low: float = 0.1
+    eot_low: float = 0.15
     # Sure enough to answer before the pause's last words are transcribed, when what was said
     # before them already makes a whole answer (above 1: never).
-    eot_sure: float = 0.9
+    eot_sure: float = 1.01
     # A model that is this sure (eot_sure) of a finished turn, after an answer of at least
     # `sure_words` words that does not trail off, ends it after `sure_ms` whatever the keywords
     # (0: never; the answer must then be whole or wait `short_answer_ms`).
     sure_ms: int = 0
     sure_words: int = 6
-    min_words: int = 14  # fewer words than this is short for a viva question...
+    min_words: int = 40  # fewer words than this is short for a viva question...
     long_words: int = 40  # ...and this many is an answer whatever its keywords
     coverage_done: float = 0.6  # share of the expected keywords that makes an answer whole
 
