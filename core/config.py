@@ -182,7 +182,9 @@ class TurnConfig(_Frozen):
     # The end-of-turn model hears the pause again this far in (0: only at segment_pause_ms).
     relisten_ms: int = Field(0, ge=0)
     fast_ms: int = Field(200, ge=0)  # every signal says the answer is complete
-    unsure_ms: int = Field(400, ge=0)
+    unsure_ms: int = Field(400, ge=0)  # a whole answer the model is unsure of
+    # The model sure of the end after `min_answer_words`+ words short of the keywords.
+    sounds_done_ms: int = Field(1000, ge=0)
     short_answer_ms: int = Field(1500, ge=0)  # complete-sounding, but short for the question
     thinking_ms: int = Field(2200, ge=0)  # trailing "and"/"um", or the model says unfinished
     max_wait_ms: int = Field(3000, ge=32)  # the hard maximum for any pause inside an answer
@@ -192,7 +194,7 @@ class TurnConfig(_Frozen):
     # The model this sure after `sure_words` words that do not trail off: `sure_ms` (0: off).
     sure_ms: int = Field(0, ge=0)
     sure_words: int = Field(6, ge=0)
-    min_answer_words: int = Field(40, ge=0)
+    min_answer_words: int = Field(14, ge=0)
     long_answer_words: int = Field(40, ge=1)
     coverage_done: float = Field(0.6, gt=0, le=1)
     # A reply to an answer can be taken back (the student was not finished) until the next
@@ -202,10 +204,14 @@ class TurnConfig(_Frozen):
     @model_validator(mode="after")
     def _waits_in_order(self) -> TurnConfig:
         waits = (self.fast_ms, self.unsure_ms, self.short_answer_ms, self.thinking_ms)
-        if list(waits) != sorted(waits) or self.thinking_ms > self.max_wait_ms:
+        if (
+            list(waits) != sorted(waits)
+            or self.thinking_ms > self.max_wait_ms
+            or not self.fast_ms <= self.sounds_done_ms <= self.thinking_ms
+        ):
             raise ValueError(
                 "turn waits must grow: fast_ms <= unsure_ms <= short_answer_ms <= thinking_ms"
-                " <= max_wait_ms"
+                " <= max_wait_ms, and fast_ms <= sounds_done_ms <= thinking_ms"
             )
         if self.eot_low > self.eot_high:
             raise ValueError("turn.eot_low must not exceed turn.eot_high")

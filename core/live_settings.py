@@ -55,7 +55,18 @@ LIVE_SETTINGS: dict[str, tuple[str, str, Any, str]] = {
     # only when an operator adds one, so each profile keeps its own policy until then.
     "turn_policy": ("turn.policy", "string", None, "End of answer: viva or silence"),
     "turn_fast_ms": ("turn.fast_ms", "integer", None, "Pause when every signal says done"),
-    "turn_unsure_ms": ("turn.unsure_ms", "integer", None, "Pause when the signals disagree"),
+    "turn_unsure_ms": (
+        "turn.unsure_ms",
+        "integer",
+        None,
+        "Pause after a whole answer, model unsure",
+    ),
+    "turn_sounds_done_ms": (
+        "turn.sounds_done_ms",
+        "integer",
+        None,
+        "Pause when the model hears an end but the answer is short of its keywords",
+    ),
     "turn_short_answer_ms": (
         "turn.short_answer_ms",
         "integer",

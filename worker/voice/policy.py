@@ -16,9 +16,11 @@ patient when any says the student is still thinking:
   expected keywords (or is long) is an answer: `fast_ms`;
 - a complete-sounding pause after an answer still short for the question (few words, few
   keywords) is often a student collecting the next sentence: `short_answer_ms`;
-- in between (a whole answer the model is unsure of, or a long-enough one it hears as finished
-  but short of keywords): `unsure_ms`, near `fast_ms` by default: the model says much the same
-  after a complete sentence inside an answer as at its end, so what the answer says decides;
+- a whole answer the model is unsure of: `unsure_ms`, near `fast_ms` by default: the model
+  says much the same after a complete sentence inside an answer as at its end, so what the
+  answer says decides;
+- a finished-sounding answer of `min_words` or more that is short of the keywords:
+  `sounds_done_ms` (the student may be building up to them);
 - until the model and the transcript have answered, nothing ends before `max_ms`, the hard
   maximum that also bounds every other wait.
 `FixedSilence` (VAD alone) and `SmartTurnOnly` (Pipecat's default pairing) are the baselines the
@@ -78,6 +80,9 @@ class SmartTurnOnly:
 class PolicySettings:
     fast_ms: int = 200
     unsure_ms: int = 400
+    # A model sure of the end after an answer of `min_words` words or more that is short of
+    # the keywords: it may be building up to them.
+    sounds_done_ms: int = 1000
     short_answer_ms: int = 1500
     thinking_ms: int = 2200
     max_ms: int = 3000
@@ -91,7 +96,7 @@ class PolicySettings:
     # (0: never; the answer must then be whole or wait `short_answer_ms`).
     sure_ms: int = 0
     sure_words: int = 6
-    min_words: int = 40  # fewer words than this is short for a viva question...
+    min_words: int = 14  # fewer words than this is short for a viva question...
     long_words: int = 40  # ...and this many is an answer whatever its keywords
     coverage_done: float = 0.6  # share of the expected keywords that makes an answer whole
 
@@ -151,7 +156,7 @@ class VivaPolicy:
                 return cfg.fast_ms
             if cfg.sure_ms and s.eot >= cfg.eot_sure and words >= cfg.sure_words:
                 return cfg.sure_ms
-            return cfg.unsure_ms if words >= cfg.min_words else cfg.short_answer_ms
+            return cfg.sounds_done_ms if words >= cfg.min_words else cfg.short_answer_ms
         return cfg.unsure_ms if whole else cfg.short_answer_ms
 
     def whole(self, text: str, coverage: float | None) -> bool:
@@ -169,6 +174,7 @@ def policy_for(cfg: TurnConfig) -> Policy:
         PolicySettings(
             fast_ms=cfg.fast_ms,
             unsure_ms=cfg.unsure_ms,
+            sounds_done_ms=cfg.sounds_done_ms,
             short_answer_ms=cfg.short_answer_ms,
             thinking_ms=cfg.thinking_ms,
             max_ms=cfg.max_wait_ms,
