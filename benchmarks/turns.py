@@ -15,7 +15,8 @@ through the real Silero VAD once; its frames are then replayed through the turn 
   listener (`worker/voice/listener.py`) feeds it: at each pause of `turn.segment_pause_ms` the
   open window of the answer is transcribed by faster-whisper tiny.en (the question's keywords
   and the sealed windows' text as the prompt) and the end-of-turn model hears the answer through
-  the pause so far, as Pipecat's does (`--policy-eot-audio segment` cuts its audio at the segment's end instead).
+  the pause so far, as Pipecat's does (`--policy-eot-audio segment` cuts its audio at the
+  segment's end instead).
   After a premature end the student's next words continue the same answer, as in the worker
   (which takes its reply back): they are transcribed and judged with the answer so far.
 A signal asked for at audio time t reaches the detector at t + its latency: by default the wall
