@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import select
 
 from db.tables import Answer, Evaluation, Result, Session
-from models.fakes import FakeTTS
+from models.fakes import FakeASR, FakeTTS
 from models.scheduled import unwrapped
 from tests.db.helpers import server_config
 from tests.db.student import CLIPS, Student, clip_pcm, silence
@@ -83,7 +83,7 @@ async def test_call_and_stream_cross_loops(runtime: Runtime) -> None:
         [item async for item in runtime.stream(fails)]
 
 
-async def test_health_and_evaluate(handler: Handler) -> None:
+async def test_health_and_evaluate(runtime: Runtime, handler: Handler) -> None:
     (health,) = await run(handler, {"action": "health"})
     assert health["status"] == "ok" and health["models"]["ready"]
     assert health["database"]["writer"]["healthy"] and health["sessions"]["accepting"]
@@ -99,6 +99,9 @@ async def test_health_and_evaluate(handler: Handler) -> None:
     )
     assert item["type"] == "evaluation" and item["transcript"]["source"] == "asr"
     assert item["transcript"]["text"] == "fake transcript"  # the fake ASR
+    asr = unwrapped(runtime.context.models.hub.asr)  # type: ignore[union-attr]
+    assert isinstance(asr, FakeASR)  # primed with the question's keywords, as the listener does
+    assert asr.prompts[-1] == "Terms: offer, acceptance."
     assert item["evaluation"]["max_score"] == 10.0 and item["reply"]["text"]
     assert base64.b64decode(item["reply"]["audio_b64"])[:4] == b"RIFF"
     assert set(item["timings_ms"]) >= {"decode", "asr", "evaluate", "tts", "total"}

@@ -41,7 +41,7 @@ async def evaluate_job(s: JobServices, job: EvaluateJob) -> dict[str, Any]:
         assert job.question_text is not None
         text, keywords = job.question_text, job.expected_keywords
         question = Question(0, 1, text, keywords, job.answer_guidelines, exam.max_score)
-    transcript, source = await s.hear(job, hub, timings, clip)
+    transcript, source = await s.hear(job, question, hub, timings, clip)
     reply = examiner_reply(question, transcript.text, exam)
 
     async def timed_score() -> Evaluation:

@@ -26,6 +26,7 @@ from worker.service.opening import Opened
 from worker.service.records import session_json
 from worker.service.resources import Database
 from worker.session.scoring import RowIds, answer_row, evaluation_row
+from worker.voice.listener import asr_prompt
 from worker.voice.speaker import PromptCache
 
 log = logging.getLogger(__name__)
@@ -63,9 +64,15 @@ class JobServices:
         return models.hub, models.prompts
 
     async def hear(
-        self, answer: Answer, hub: Hub, timings: dict[str, float], audio: DecodedAudio | None = None
+        self,
+        answer: Answer,
+        question: Question,
+        hub: Hub,
+        timings: dict[str, float],
+        audio: DecodedAudio | None = None,
     ) -> tuple[Transcript, str]:
-        """The answer's transcript (ASR on its audio, or its text) and where it came from."""
+        """The answer's transcript (ASR on its audio, primed with the question's keywords as
+        the voice listener primes it, or its text) and where it came from."""
         if answer.text is not None:
             return Transcript(answer.text.strip(), (), 1.0, 0.0, "en"), "text"
         if audio is None:
@@ -74,7 +81,11 @@ class JobServices:
             audio = decode_audio(answer.audio_b64, answer.sample_rate)
             timings["decode"] = ms_since(started)
         started = time.perf_counter()
-        transcript = await hub.asr.transcribe(audio.samples, self.config.models.asr.language)
+        asr = self.config.models.asr
+        terms = question.expected_keywords if asr.prompt_terms else ()
+        transcript = await hub.asr.transcribe(
+            audio.samples, asr.language, prompt=asr_prompt(terms, "")
+        )
         timings["asr"] = ms_since(started)
         return transcript, "asr"
 

@@ -49,7 +49,7 @@ async def viva_job(s: JobServices, job: VivaJob) -> AsyncGenerator[dict[str, Any
     try:
         for question, answer, clip in zip(questions, job.answers, clips, strict=True):
             timings: dict[str, float] = {}
-            transcript, source = await s.hear(answer, hub, timings, clip)
+            transcript, source = await s.hear(answer, question, hub, timings, clip)
             started = time.perf_counter()
             result = await s.score(hub, question, transcript.text)
             timings["evaluate"] = ms_since(started)
