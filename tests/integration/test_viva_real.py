@@ -31,12 +31,7 @@ from worker.exam.probes import leaks
 from worker.http.server import build_app
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-# Above the 3 s minimum answer; the law viva is answered with the law clips first, as a student
-# answers the question asked (the ASR is primed with its keywords: `models.asr.prompt_terms`;
-# another question's keywords in the prompt are tested in test_asr_terms.py).
-ANSWERS = sorted(
-    (c for c in clips() if c["duration_s"] > 4), key=lambda c: not c["name"].startswith("law_")
-)
+ANSWERS = [c for c in clips() if c["duration_s"] > 4]  # above the 3 s minimum answer
 
 
 async def _stream(student: Student, answers: asyncio.Queue[bytes]) -> None:
@@ -102,6 +97,12 @@ async def test_three_questions_end_to_end(hub: Hub, empty_db_url: str, tmp_path)
             "exam.acknowledgement": "llm" if on_postgres else "fixed",
             # ... and writes the follow-ups there (checked before they are spoken).
             "exam.followups": "llm" if on_postgres else "probe",
+            # The clips answer other subjects than the law questions (so there are follow-ups),
+            # and each transcript is held to WER 0.2 below: another question's keywords in the
+            # ASR prompt cost tiny.en a word now and then on them ("triages to" for "triage
+            # is"). That cost is measured and bounded in test_asr_terms.py; the prompt's wiring
+            # is tested in tests/unit/test_asr_prompt.py.
+            "models.asr.prompt_terms": False,
         },
     )
     async with TestClient(TestServer(build_app(cfg, hub=hub))) as client:
