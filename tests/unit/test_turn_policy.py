@@ -24,9 +24,11 @@ def wait(eot: float | None, text: str | None, coverage: float | None = None) -> 
     return POLICY.wait_ms(PauseSignals(200, 3000, eot, text, coverage))
 
 
-def wait_before_words(eot: float, prior: str, coverage: float) -> int:
-    """The default policy at a pause whose last words are still being transcribed."""
-    return POLICY.wait_ms(PauseSignals(200, 6000, eot, None, None, prior, coverage))
+def wait_before_words(
+    eot: float, prior: str | None, coverage: float | None, policy: VivaPolicy = POLICY
+) -> int:
+    """The policy at a pause whose last words are still being transcribed."""
+    return policy.wait_ms(PauseSignals(200, 6000, eot, None, None, prior, coverage))
 
 
 def test_nothing_ends_before_the_model_and_the_transcript_have_answered() -> None:
@@ -124,7 +126,7 @@ def test_before_the_last_words_are_transcribed_only_a_sure_model_and_a_whole_ans
     sure = VivaPolicy(PolicySettings(eot_sure=0.9))
 
     def early(eot: float, prior: str | None, coverage: float | None) -> int:
-        return sure.wait_ms(PauseSignals(200, 6000, eot, None, None, prior, coverage))
+        return wait_before_words(eot, prior, coverage, sure)
 
     # Off by default: the last words decide (they may be "and").
     assert wait_before_words(0.99, whole, 1.0) == S.max_ms
